@@ -24,7 +24,7 @@ class RunConfig:
     """Everything that defines one run. Model shape comes from the `size` ladder entry unless an
     explicit override (d_model, n_layers, n_heads, d_ff) is given."""
 
-    size: str | None = "12k"
+    size: str | None = "13k"
     d_model: int | None = None
     n_layers: int | None = None
     n_heads: int | None = None
