@@ -239,6 +239,16 @@ def pretrain(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, v
     seen = np.concatenate([batches.get(s) for s in seen_sample_steps(steps, cfg.batch_tokens, cfg.eval_tokens)])
     train_loss = evaluate_loss(model, seen, device)
     check_finite(val_loss, steps, vocab_size, "evaluation")
+    metrics = pretrain_metrics(cfg, shape, vocab_size, steps, n_tokens, len(train_tokens), val_loss, train_loss,
+                               train_time, device)
+    return PretrainResult(model=model, metrics=metrics, curve=curve)
+
+
+def pretrain_metrics(cfg: RunConfig, shape: ModelShape, vocab_size: int, steps: int, n_tokens: int,
+                     n_train_tokens: int, val_loss: float, train_loss: float, train_time: float,
+                     device: torch.device) -> dict[str, Any]:
+    """The metrics dict of one pretraining run (shared by `pretrain` and the batched trainer)."""
+    n_params = non_embedding_params(shape)
     metrics = {
         "size": cfg.size,
         "d_model": shape.d_model,
@@ -258,7 +268,7 @@ def pretrain(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, v
         "decay_mode": cfg.decay_mode,
         "decay_params": cfg.decay_params,
         "tau": tau(cfg.batch_tokens, cfg.lr, cfg.decay, n_tokens, cfg.decay_mode),
-        "epochs": n_tokens / max(1, len(train_tokens)),
+        "epochs": n_tokens / max(1, n_train_tokens),
         "val_loss": val_loss,
         "train_loss": train_loss,
         "gap": val_loss - train_loss,
@@ -269,4 +279,4 @@ def pretrain(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, v
         "device": str(device),
     }
     metrics["flops_per_s"] = metrics["tokens_per_s"] * metrics["flops_per_token"]
-    return PretrainResult(model=model, metrics=metrics, curve=curve)
+    return metrics
