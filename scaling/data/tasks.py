@@ -39,7 +39,7 @@ class FinetuneRecipe:
     warmup_frac: float = 0.1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare by identity
 class LMTask:
     name: str
     train_tokens: np.ndarray  # 1-D int64, documents joined with eos

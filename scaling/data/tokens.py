@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -60,7 +59,7 @@ def _encode(docs: Sequence[Document], tokenizer: Tokenizer, dtype: np.dtype) -> 
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare by identity
 class PretrainData:
     """Everything pretraining and evaluation need from the corpus.
 
@@ -68,8 +67,8 @@ class PretrainData:
     on (for the `source` task and the linear probe); empty for a pre-tokenized corpus.
     fingerprint: content key of corpus + tokenizer (+ split rule)."""
     tokenizer: Tokenizer
-    train: np.ndarray
-    val: np.ndarray
+    train: np.ndarray = field(repr=False)
+    val: np.ndarray = field(repr=False)
     heldout_docs: list[Document] = field(repr=False)
     corpus_name: str
     fingerprint: str
