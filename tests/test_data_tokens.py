@@ -94,3 +94,15 @@ def test_eval_windows_are_fixed_non_overlapping_and_spread():
     assert w[0, 0] == 0 and w[-1, -1] == 999
     assert np.array_equal(w, eval_windows(tokens, 160, 16))
     assert eval_windows(tokens, 10**6, 16).shape == (1000 // 17, 17)  # capped by what fits
+
+
+def test_concurrent_writers_leave_one_complete_file(cache):
+    """Several workers encoding the same split at once all end with the same full file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    docs = [Document(f"d{i}", "lorem ipsum " * 500, "s", "") for i in range(20)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: encode_documents(docs, ByteTokenizer(), "train"), range(4)))
+    assert len({r.filename for r in results}) == 1
+    assert all(len(r) == 20 * (6000 + 1) for r in results)
+    assert [p.name for p in (cache / "tokens").iterdir()] == [results[0].filename.split("/")[-1]]
