@@ -1,4 +1,6 @@
 """Token caches, pretraining data and batch sampling."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -105,4 +107,4 @@ def test_concurrent_writers_leave_one_complete_file(cache):
         results = list(pool.map(lambda _: encode_documents(docs, ByteTokenizer(), "train"), range(4)))
     assert len({r.filename for r in results}) == 1
     assert all(len(r) == 20 * (6000 + 1) for r in results)
-    assert [p.name for p in (cache / "tokens").iterdir()] == [results[0].filename.split("/")[-1]]
+    assert [p.name for p in (cache / "tokens").iterdir()] == [Path(results[0].filename).name]
