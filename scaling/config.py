@@ -17,6 +17,7 @@ SCHEDULES = ("cosine", "wsd")
 DECAY_MODES = ("coupled", "independent")
 DECAY_PARAMS = ("all", "matrices")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_TPP = 20.0
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,10 @@ class RunConfig:
 
     decay: float = 0.1
     lr: float = 3e-3
-    # Token budget: exactly one of tokens / tpp; tpp is relative to non-embedding params.
+    # Token budget: at most one of tokens / tpp (tpp is relative to non-embedding params);
+    # neither means 20 tokens per parameter (Chinchilla's compute-optimal ratio).
     tokens: int | None = None
-    tpp: float | None = 20.0
+    tpp: float | None = None
     batch_size: int = 32  # sequences per optimizer step; batch_tokens = batch_size * context
     schedule: str = "cosine"
     warmup_frac: float = 0.1
@@ -75,8 +77,10 @@ class RunConfig:
         _finite(self, "decay", low=0.0)
         _finite(self, "lr", low=0.0, strict=True)
         _finite(self, "grad_clip", low=0.0)
-        if (self.tokens is None) == (self.tpp is None):
-            raise ConfigError("tokens/tpp: give exactly one token budget")
+        if self.tokens is None and self.tpp is None:
+            object.__setattr__(self, "tpp", DEFAULT_TPP)
+        if self.tokens is not None and self.tpp is not None:
+            raise ConfigError("tokens/tpp: give one token budget, not both")
         if self.tokens is not None:
             _positive_int(self, "tokens")
         if self.tpp is not None:

@@ -7,14 +7,17 @@ nothing of Optuna.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from scaling import __version__
 from scaling.config import RunConfig
-from scaling.train import pretrain, resolve_device
+from scaling.train import PretrainResult, pretrain, resolve_device
+
+if TYPE_CHECKING:
+    from scaling.data.tokens import PretrainData
 
 
 def run_pipeline(cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
@@ -23,21 +26,31 @@ def run_pipeline(cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
     Raises `TrainingDiverged` when a loss goes non-finite, `DataError`/`ConfigError` on bad
     input. Fixed seeds give identical results on CPU for a fixed thread count.
     """
-    from scaling.data.tasks import get_task
     from scaling.data.tokens import load_pretrain_data
-    from scaling.finetune import finetune_and_score
-    from scaling.probes import linear_probe, qk_rank
 
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     data = load_pretrain_data(cfg.corpus, cfg.tokenizer)
     result = pretrain(cfg, data.train, data.val, data.tokenizer.vocab_size, progress=progress, device=device)
+    return evaluate_pretrained(cfg, result, data, device, start)
+
+
+def evaluate_pretrained(cfg: RunConfig, result: PretrainResult, data: PretrainData, device: torch.device,
+                        start: float) -> dict[str, Any]:
+    """The rest of a trial after pretraining: probes, then fine-tune and score each task.
+
+    Shared by `run_pipeline` and the batched trainer (`scaling.batched.run_pipeline_batched`);
+    `start` is the `time.perf_counter()` the trial's `wall_s` counts from."""
+    from scaling.data.tasks import get_task
+    from scaling.finetune import finetune_and_score
+    from scaling.probes import linear_probe, qk_rank
+
     metrics = dict(result.metrics)
     model = result.model
 
     metrics["qk_rank"] = qk_rank(model)
     metrics["probe_acc"] = (
-        linear_probe(model, data.heldout_docs, data.tokenizer, device) if cfg.probes else float("nan")
+        linear_probe(model, data.heldout_docs, data.tokenizer, device, seed=cfg.seed) if cfg.probes else float("nan")
     )
 
     scores = []

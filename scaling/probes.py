@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scaling.errors import DataError
 from scaling.model import GPT
 
 
@@ -85,31 +84,21 @@ def logistic_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np
     return float(np.mean(pred == yt))
 
 
-def probe_passages(heldout_docs, chars: int = 200, per_doc: int = 8) -> tuple[list, list]:
-    """(train, test) lists of (passage, source) from held-out documents; documents alternate
-    between the two sides (sorted by id), so no document feeds both."""
-    if not heldout_docs:
-        raise DataError("probes: the corpus has no held-out documents with source labels")
-    by_source: dict[str, list] = {}
-    for doc in sorted(heldout_docs, key=lambda d: d.id):
-        by_source.setdefault(doc.source, []).append(doc)
-    if len(by_source) < 2:
-        raise DataError("probes: held-out documents come from a single source; need two or more labels")
-    train, test = [], []
-    for source, docs in by_source.items():
-        for i, doc in enumerate(docs):
-            side = train if i % 2 == 0 or len(docs) == 1 else test
-            text = doc.text
-            step = max(chars, (len(text) - chars) // per_doc)
-            for start in range(0, max(1, len(text) - chars), step)[:per_doc]:
-                side.append((text[start:start + chars], source))
-    if not test:
-        raise DataError("probes: too few held-out documents to keep probe train and test apart")
-    return train, test
+def linear_probe(model: GPT, heldout_docs, tokenizer, device: torch.device, seed: int = 0,
+                 n_train: int = 600) -> float:
+    """Probe accuracy on the `source` task's passages (balanced classes, train and test from
+    disjoint held-out documents), features taken from the passage alone (no prompt suffix)."""
+    from scaling.data.tasks import source_task
+
+    task = source_task(tokenizer, heldout_docs, seed=seed)
+    strip = len(source_prompt_suffix())
+    train = task.train[:n_train]
+    tx = pooled_features(model, [p[:-strip] for p, _ in train], tokenizer, device)
+    vx = pooled_features(model, [p[:-strip] for p, _ in task.test], tokenizer, device)
+    return logistic_probe_accuracy(tx, np.array([c for _, c in train]), vx, np.array([c for _, c in task.test]))
 
 
-def linear_probe(model: GPT, heldout_docs, tokenizer, device: torch.device) -> float:
-    train, test = probe_passages(heldout_docs)
-    tx = pooled_features(model, [t for t, _ in train], tokenizer, device)
-    vx = pooled_features(model, [t for t, _ in test], tokenizer, device)
-    return logistic_probe_accuracy(tx, np.array([s for _, s in train]), vx, np.array([s for _, s in test]))
+def source_prompt_suffix() -> str:
+    from scaling.data.tasks import source_prompt
+
+    return source_prompt("")

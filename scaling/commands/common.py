@@ -40,7 +40,7 @@ def run_config_from_args(args: argparse.Namespace, **extra: Any) -> RunConfig:
     if args.tokens is not None and args.tokens != int(args.tokens):
         raise ConfigError(f"--tokens: expected a whole number of tokens, got {args.tokens}")
     tokens = int(args.tokens) if args.tokens is not None else None
-    tpp = args.tpp if args.tpp is not None else (None if tokens is not None else RunConfig.tpp)
+    tpp = args.tpp
     size = args.size
     if size is None and args.d_model is None:
         size = RunConfig.size
