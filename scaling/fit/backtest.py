@@ -1,0 +1,118 @@
+"""Backtest: refit a decay law without the largest model size and predict it.
+
+This is the check that separates a recommendation from a guess (design.md section 4.4): the
+cells of the largest N are held out, the law is refitted on the rest (the same automatic choice
+of form, so with fewer cells it may degrade), and each held-out bracketed cell's realised
+optimum is compared with the prediction. The interval used for "inside" is the prediction
+interval for a *realised* optimum, i.e. it includes that cell's own bootstrap sd.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from scaling.errors import FitError
+from scaling.fit.laws import fit_decay_law
+from scaling.fit.optima import CellOptimum
+
+
+@dataclass(frozen=True)
+class BacktestCase:
+    cell: str
+    n_params: float
+    n_tokens: float
+    predicted: float
+    low: float
+    high: float
+    realised: float
+    log_error: float  # ln(predicted / realised)
+    factor: float  # exp(|log_error|): "off by a factor of ..."
+    inside: bool
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Backtest:
+    objective: str
+    available: bool
+    reason: str | None  # why not available
+    held_out_n_params: float
+    form: str | None  # the law form the refit used
+    n_train_cells: int
+    level: float
+    cases: tuple[BacktestCase, ...]
+
+    @property
+    def mean_abs_log_error(self) -> float:
+        return sum(abs(c.log_error) for c in self.cases) / len(self.cases) if self.cases else math.nan
+
+    @property
+    def max_factor(self) -> float:
+        return max((c.factor for c in self.cases), default=math.nan)
+
+    @property
+    def n_inside(self) -> int:
+        return sum(c.inside for c in self.cases)
+
+    def to_dict(self) -> dict:
+        mae = self.mean_abs_log_error
+        mf = self.max_factor
+        return {
+            "objective": self.objective,
+            "available": self.available,
+            "reason": self.reason,
+            "held_out_n_params": self.held_out_n_params,
+            "form": self.form,
+            "n_train_cells": self.n_train_cells,
+            "level": self.level,
+            "n_cases": len(self.cases),
+            "n_inside": self.n_inside,
+            "mean_abs_log_error": mae if math.isfinite(mae) else None,
+            "mean_factor": math.exp(mae) if math.isfinite(mae) else None,
+            "max_factor": mf if math.isfinite(mf) else None,
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+
+def backtest_law(optima: Sequence[CellOptimum], *, level: float = 0.9, form: str = "auto") -> Backtest:
+    """Hold out the largest N, refit on the rest, predict the held-out cells' optima."""
+    if not optima:
+        raise FitError("backtest: no cell optima")
+    objective = optima[0].objective
+    largest = max(o.n_params for o in optima)
+    train = [o for o in optima if o.n_params < largest]
+    test = [o for o in optima if o.n_params == largest and o.bracketed]
+
+    def unavailable(reason: str, form_used: str | None = None) -> Backtest:
+        return Backtest(objective, False, reason, largest, form_used, sum(o.bracketed for o in train), level, ())
+
+    if not test:
+        return unavailable(f"no bracketed optimum at the largest N ({largest:.3g}) to check against")
+    try:
+        law = fit_decay_law(train, form=form)
+    except FitError as exc:
+        return unavailable(f"cannot refit without the largest N: {exc}")
+    cases = []
+    for cell in test:
+        sd = cell.log_sd if math.isfinite(cell.log_sd) else 0.0
+        pred = law.predict(cell.n_params, cell.n_tokens, level=level, measurement_sd=sd)
+        err = pred.log_value - math.log(cell.decay_opt)
+        cases.append(
+            BacktestCase(
+                cell=cell.cell,
+                n_params=cell.n_params,
+                n_tokens=cell.n_tokens,
+                predicted=pred.value,
+                low=pred.low,
+                high=pred.high,
+                realised=cell.decay_opt,
+                log_error=err,
+                factor=math.exp(abs(err)),
+                inside=pred.contains(cell.decay_opt),
+            )
+        )
+    return Backtest(objective, True, None, largest, law.form, law.n_cells, level, tuple(cases))

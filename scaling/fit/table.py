@@ -1,0 +1,145 @@
+"""Reading and checking a trials table before any fit touches it.
+
+Every fit takes a tidy table, one row per completed trial, with design.md's column names. Tables
+made elsewhere (e.g. Epoch AI's Chinchilla points) are mapped onto those names with `columns`
+({design name: table column}); a missing `n_tokens` is derived from `compute` (C = 6 N D) or
+`tpp` (D = tpp * N). Problems a user can cause raise DataError naming the table and the column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import DataError
+
+# Objective columns with a natural direction (design.md section 2). `ft_<task>_after` columns
+# are maximised too; mechanism metrics (probe_acc, qk_rank) describe, they are not objectives.
+DIRECTIONS: dict[str, str] = {
+    "val_loss": "min",
+    "train_loss": "min",
+    "gap": "min",
+    "ft_score": "max",
+    "ft_gain": "max",
+}
+DEFAULT_OBJECTIVES: dict[str, str] = {"val_loss": "min", "ft_score": "max"}
+
+
+def direction_of(column: str) -> str | None:
+    """The optimisation direction design.md gives a metric column, or None if it has none."""
+    if column in DIRECTIONS:
+        return DIRECTIONS[column]
+    if column.startswith("ft_") and column.endswith("_after"):
+        return "max"
+    return None
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV (or Parquet) trials table; DataError if it is missing, unreadable or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected a trials table, one row per trial)")
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path)
+    except Exception as exc:  # pandas raises many types; the user needs one line
+        raise DataError(f"{path}: cannot read as a table: {type(exc).__name__}: {exc}") from None
+    if df.empty:
+        raise DataError(f"{path}: the table has no rows")
+    return df
+
+
+def apply_columns(df: pd.DataFrame, columns: Mapping[str, str] | None, source: str) -> pd.DataFrame:
+    """Rename table columns to design names ({design name: table column})."""
+    if not columns:
+        return df
+    missing = [col for col in columns.values() if col not in df.columns]
+    if missing:
+        have = ", ".join(map(str, df.columns))
+        raise DataError(f"{source}: mapped column {missing[0]!r} is not in the table (columns: {have})")
+    renamed = df.rename(columns={col: name for name, col in columns.items()})
+    dup = renamed.columns[renamed.columns.duplicated()]
+    if len(dup):
+        raise DataError(f"{source}: column {dup[0]!r} appears twice after mapping --col names")
+    return renamed
+
+
+def prepare_table(
+    df: pd.DataFrame,
+    *,
+    source: str = "table",
+    columns: Mapping[str, str] | None = None,
+    require: tuple[str, ...] = ("n_params", "n_tokens"),
+) -> pd.DataFrame:
+    """Map, derive and check the columns the fits need; returns a new table.
+
+    Checks: required columns present and numeric; n_params, n_tokens > 0; decay >= 0 (0 allowed:
+    it is a real setting, it just cannot go on a log axis); at least one row.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
+    if df.empty:
+        raise DataError(f"{source}: the table has no rows")
+    out = apply_columns(df, columns, source).copy()
+    _numeric(out, [c for c in ("n_params", "compute", "tpp", "n_tokens") if c in out.columns], source)
+    if "n_tokens" not in out.columns:
+        if "n_params" in out.columns and "compute" in out.columns:
+            out["n_tokens"] = out["compute"] / (6.0 * out["n_params"])
+        elif "n_params" in out.columns and "tpp" in out.columns:
+            out["n_tokens"] = out["tpp"] * out["n_params"]
+    missing = [c for c in require if c not in out.columns]
+    if missing:
+        hint = " (map foreign names with --col NAME=COLUMN)" if columns is None else ""
+        raise DataError(
+            f"{source}: missing column {missing[0]!r}; have {', '.join(map(str, df.columns))}{hint}"
+        )
+    _numeric(out, [c for c in require if c != "cell"], source)
+    for col in ("n_params", "n_tokens"):
+        _check(out, col, source, lambda v: v > 0, "> 0")
+    if "decay" in out.columns:
+        _numeric(out, ["decay"], source)
+        _check(out, "decay", source, lambda v: v >= 0, ">= 0 (0 means no weight decay)")
+    if "tpp" not in out.columns or out["tpp"].isna().any():
+        out["tpp"] = out["n_tokens"] / out["n_params"]
+    return out
+
+
+def _numeric(df: pd.DataFrame, cols: list[str], source: str) -> None:
+    for col in cols:
+        if col not in df.columns:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{source}: column {col!r} must be numeric (data row {row + 1}: {df[col].iloc[row]!r})")
+        df[col] = values.astype(float)
+
+
+def _check(df: pd.DataFrame, col: str, source: str, ok, expected: str) -> None:
+    values = df[col].to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | ~ok(np.nan_to_num(values, nan=-math.inf))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source}: column {col!r} must be finite and {expected} (data row {row + 1}: {values[row]!r})")
+
+
+def cell_label(n_params: float, tpp: float) -> str:
+    """A readable cell name when the table has no `cell` column, e.g. '1.2M@20tpp'."""
+    return f"{human(n_params)}@{tpp:.3g}tpp"
+
+
+def human(x: float) -> str:
+    """12000 -> '12k', 3.4e9 -> '3.4B' (for labels and tables, not for parsing)."""
+    if not np.isfinite(x):
+        return str(x)
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
