@@ -29,7 +29,7 @@ def test_registry():
 def test_arithmetic_is_deterministic_disjoint_and_correct():
     task = get_task("arithmetic", TOK, [], seed=3)
     assert isinstance(task, SFTTask) and task.labels is None
-    assert (len(task.train), len(task.test)) == (20_000, 200)
+    assert (len(task.train), len(task.test)) == (9_800, 200)
     assert get_task("arithmetic", TOK, [], seed=3).test == task.test
     assert get_task("arithmetic", TOK, [], seed=4).test != task.test
     prompts = [p for p, _ in task.train]
@@ -37,7 +37,7 @@ def test_arithmetic_is_deterministic_disjoint_and_correct():
     assert not set(prompts) & {p for p, _ in task.test}
     for prompt, completion in task.train[:100] + task.test:
         a, b = prompt.rstrip("=").split("+")
-        assert 1 <= len(a) <= 3 and 1 <= len(b) <= 3 and int(a) + int(b) == int(completion)
+        assert 1 <= len(a) <= 2 and 1 <= len(b) <= 2 and int(a) + int(b) == int(completion)
 
 
 def test_source_task_is_balanced_and_uses_disjoint_documents(heldout):
