@@ -18,7 +18,7 @@ import numpy as np
 
 DELTA = 1e-3
 PARAM_ORDER = ("a", "b", "e", "alpha", "beta")
-_BLOCK_ELEMENTS = 65536  # rows x points per block: about 0.5 MB per float64 temporary
+_BLOCK_ELEMENTS = 16000  # rows x points per block: temporaries under 128 kB stay off mmap (no page faults)
 
 
 def huber_lse(

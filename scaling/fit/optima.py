@@ -14,8 +14,10 @@ point (then the optimum is unbracketed on the low side) and it never enters the 
 smallest positive decay is then the low edge of the log axis.
 
 Uncertainty: a bootstrap over the cell's trials. When every searched decay has at least two
-trials (seeds), trials are resampled within each decay; otherwise trials are resampled as pairs
-(decay, value), which is cruder but still moves the optimum by dropping points. Each resample is
+trials (seeds), trials are resampled within each decay, after spreading each decay's values by
+sqrt(n/(n-1)) about their mean (with 2-3 seeds the plain bootstrap is far too narrow); otherwise
+trials are resampled as pairs (decay, value), which is cruder but still moves the optimum by
+dropping points. Each resample is
 located by the same rules; an unbracketed resample contributes its best observed decay.
 """
 
@@ -91,28 +93,36 @@ def cell_optima(
     level: float = 0.9,
     seed: int = 0,
 ) -> tuple[CellOptimum, ...]:
-    """decay* for `objective` in every cell of a prepared table (see table.prepare_table)."""
+    """decay* for `objective` in every cell of a prepared table (see table.prepare_table),
+    sorted by (N, D); cells are grouped by the `cell` label when the table has one."""
     if direction not in ("min", "max"):
         raise FitError(f"objective {objective!r}: direction must be 'min' or 'max', got {direction!r}")
     for col in ("n_params", "n_tokens", "decay", objective):
         if col not in df.columns:
             raise DataError(f"trials table: missing column {col!r} (needed for per-cell optima of {objective})")
     rng = np.random.default_rng(seed)
+    value = pd.to_numeric(df[objective], errors="coerce").to_numpy(dtype=float)
+    rows = df[np.isfinite(value)]
+    if rows.empty:
+        return ()
+    key = rows["cell"].astype(str) if "cell" in rows.columns else rows["n_params"].astype(str) + "|" + rows["n_tokens"].astype(str)
+    codes, _ = pd.factorize(key)
+    arrays = {col: _column(rows, col) for col in ("n_params", "n_tokens", "decay", "lr", "batch_tokens")}
+    arrays["value"] = rows[objective].to_numpy(dtype=float)
+    labels = rows["cell"].astype(str).to_numpy() if "cell" in rows.columns else None
+    cells = []
+    for code in range(codes.max() + 1):
+        idx = np.flatnonzero(codes == code)
+        cells.append((float(np.median(arrays["n_params"][idx])), float(np.median(arrays["n_tokens"][idx])), idx))
+    cells.sort(key=lambda c: (c[0], c[1]))
     out = []
-    for _, cell in _cells(df):
-        rows = cell[np.isfinite(cell[objective].to_numpy(dtype=float))]
-        if rows.empty:
-            continue
-        out.append(cell_optimum(rows, objective, direction, n_bootstrap=n_bootstrap, level=level, rng=rng))
+    for n_params, n_tokens, idx in cells:
+        label = str(labels[idx[0]]) if labels is not None else cell_label(n_params, n_tokens / n_params)
+        out.append(
+            _cell(label, n_params, n_tokens, {k: v[idx] for k, v in arrays.items()}, objective, direction,
+                  n_bootstrap, level, rng)
+        )  # fmt: skip
     return tuple(out)
-
-
-def _cells(df: pd.DataFrame):
-    """Cells sorted by (N, D); grouped by the `cell` label when the table has one."""
-    key = "cell" if "cell" in df.columns else ["n_params", "n_tokens"]
-    groups = list(df.groupby(key, sort=False))
-    groups.sort(key=lambda kv: (kv[1]["n_params"].median(), kv[1]["n_tokens"].median()))
-    return groups
 
 
 def cell_optimum(
@@ -124,36 +134,48 @@ def cell_optimum(
     level: float = 0.9,
     rng: np.random.Generator | None = None,
 ) -> CellOptimum:
-    """decay* for one cell's trials (all with a finite objective value)."""
+    """decay* for one cell's trials (rows with a missing objective value are ignored)."""
     rng = rng if rng is not None else np.random.default_rng(0)
-    decay = trials["decay"].to_numpy(dtype=float)
-    value = trials[objective].to_numpy(dtype=float)
-    sign = 1.0 if direction == "min" else -1.0
-    n_params = float(trials["n_params"].median())
-    n_tokens = float(trials["n_tokens"].median())
-    tpp = n_tokens / n_params
-    label = str(trials["cell"].iloc[0]) if "cell" in trials.columns else cell_label(n_params, tpp)
-    searched = tuple(float(v) for v in np.unique(decay))
+    trials = trials[np.isfinite(pd.to_numeric(trials[objective], errors="coerce").to_numpy(dtype=float))]
+    if trials.empty:
+        raise FitError(f"{objective}: the cell has no trial with a finite value")
+    arrays = {col: _column(trials, col) for col in ("n_params", "n_tokens", "decay", "lr", "batch_tokens")}
+    arrays["value"] = pd.to_numeric(trials[objective]).to_numpy(dtype=float)
+    n_params = float(np.median(arrays["n_params"]))
+    n_tokens = float(np.median(arrays["n_tokens"]))
+    label = str(trials["cell"].iloc[0]) if "cell" in trials.columns else cell_label(n_params, n_tokens / n_params)
+    return _cell(label, n_params, n_tokens, arrays, objective, direction, n_bootstrap, level, rng)
 
-    point = locate(decay, sign * value)
+
+def _column(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+
+
+def _cell(label, n_params, n_tokens, arrays, objective, direction, n_bootstrap, level, rng) -> CellOptimum:
+    decay = arrays["decay"]
+    sign = 1.0 if direction == "min" else -1.0
+    value = sign * arrays["value"]
+    grid, inverse = np.unique(decay, return_inverse=True)
+    point = _locate(grid, inverse, value)
     low = high = log_sd = math.nan
     if point.bracketed and n_bootstrap > 0:
-        boots = _bootstrap(decay, sign * value, n_bootstrap, rng)
+        boots = _bootstrap(grid, inverse, value, n_bootstrap, rng)
         if boots.size >= 2:
             q = (1.0 - level) / 2.0
             low, high = (float(math.exp(v)) for v in np.quantile(boots, [q, 1.0 - q]))
             log_sd = max(float(np.std(boots, ddof=1)), MIN_LOG_SD)
     decay_opt = math.exp(point.log_opt) if point.bracketed else point.best_decay
-
     at_best = decay == point.best_decay
-    lr = _cell_value(trials, "lr", at_best)
-    batch_tokens = _cell_value(trials, "batch_tokens", at_best)
+    lr = _setting(arrays["lr"], at_best)
+    batch_tokens = _setting(arrays["batch_tokens"], at_best)
     tau_opt = batch_tokens / (lr * decay_opt * n_tokens) if decay_opt > 0 else math.inf
     return CellOptimum(
         cell=label,
         n_params=n_params,
         n_tokens=n_tokens,
-        tpp=tpp,
+        tpp=n_tokens / n_params,
         objective=objective,
         direction=direction,
         decay_opt=float(decay_opt),
@@ -168,20 +190,17 @@ def cell_optimum(
         lr=lr,
         batch_tokens=batch_tokens,
         tau_opt=float(tau_opt),
-        decays_searched=searched,
+        decays_searched=tuple(float(v) for v in grid),
         level=level,
         reason=point.reason,
     )
 
 
-def _cell_value(trials: pd.DataFrame, col: str, at_best: np.ndarray) -> float:
-    """A per-cell setting (lr, batch_tokens) read from the trials at the best observed decay."""
-    if col not in trials.columns:
-        return math.nan
-    values = pd.to_numeric(trials[col], errors="coerce").to_numpy(dtype=float)
-    values = values[at_best] if np.isfinite(values[at_best]).any() else values
-    values = values[np.isfinite(values)]
-    return float(np.median(values)) if values.size else math.nan
+def _setting(values: np.ndarray, at_best: np.ndarray) -> float:
+    """A per-cell setting (lr, batch_tokens): the median over the trials at the best decay."""
+    chosen = values[at_best] if np.isfinite(values[at_best]).any() else values
+    chosen = chosen[np.isfinite(chosen)]
+    return float(np.median(chosen)) if chosen.size else math.nan
 
 
 def locate(decay: np.ndarray, value: np.ndarray) -> _Located:
@@ -248,22 +267,73 @@ def _quadratic(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> tuple[float, floa
     return float(b0 - b1 * xm + b2 * xm * xm), float(b1 - 2.0 * b2 * xm), float(b2)
 
 
-def _bootstrap(decay: np.ndarray, value: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def _bootstrap(
+    grid: np.ndarray, inverse: np.ndarray, value: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
     """ln decay* located on resampled trials (within-decay when every decay has >= 2 trials)."""
-    grid, inverse, counts = np.unique(decay, return_inverse=True, return_counts=True)
-    n = decay.size
+    counts = np.bincount(inverse, minlength=grid.size)
+    n = inverse.size
     if np.all(counts >= 2):
+        # Resampling n_j values understates the variance of their mean by (n_j - 1) / n_j, a lot
+        # for 2-3 seeds: spread each decay's values about their mean by sqrt(n_j / (n_j - 1))
+        # first (the rescaled bootstrap), so the interval is not too narrow.
+        means = np.bincount(inverse, weights=value) / counts
+        value = means[inverse] + (value - means[inverse]) * np.sqrt(counts / (counts - 1.0))[inverse]
         order = np.argsort(inverse, kind="stable")  # trials grouped by decay
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         group = inverse[order]
-        draws = starts[group] + np.floor(rng.random((n_boot, n)) * counts[group]).astype(int)
-        samples = order[draws]
+        samples = order[starts[group] + np.floor(rng.random((n_boot, n)) * counts[group]).astype(int)]
     else:
         samples = rng.integers(0, n, (n_boot, n))
-    out = np.empty(n_boot)
-    for i, idx in enumerate(samples):
-        out[i] = _locate(grid, inverse[idx], value[idx]).log_opt
+    flat = (inverse[samples] + grid.size * np.arange(n_boot)[:, None]).ravel()
+    size = n_boot * grid.size
+    boot_counts = np.bincount(flat, minlength=size).reshape(n_boot, grid.size)
+    boot_sums = np.bincount(flat, weights=value[samples].ravel(), minlength=size).reshape(n_boot, grid.size)
+    out = locate_many(grid, boot_counts, boot_sums)
     return out[np.isfinite(out)]
+
+
+def locate_many(grid: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """ln decay* for many samples at once, by the rules of `_locate` (which also gives reasons).
+
+    counts, sums: (R, G) trial counts and value sums per searched decay (a decay with count 0 is
+    absent from that sample). Unbracketed samples give ln of their best observed decay (decay 0:
+    the smallest positive decay present); samples with no positive decay give NaN.
+    """
+    present = counts > 0
+    positive = present & (grid > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = np.where(present, sums / np.maximum(counts, 1), np.inf)
+        log_grid = np.where(grid > 0, np.log(np.where(grid > 0, grid, 1.0)), 0.0)
+    rows = np.arange(counts.shape[0])
+    k = np.argmin(means, axis=1)
+    first_pos = np.argmax(positive, axis=1)
+    last = grid.size - 1 - np.argmax(present[:, ::-1], axis=1)
+    has_pos = positive.any(axis=1)
+    edge = (grid[k] <= 0) | (k == first_pos) | (k == last)
+
+    rank = np.cumsum(present, axis=1)  # rank among present decays
+    window = positive & (np.abs(rank - rank[rows, k][:, None]) <= HALF_WINDOW)
+    w = np.where(window, counts, 0).astype(float)
+    sw = np.maximum(w.sum(axis=1), 1e-300)
+    xm = (w * log_grid).sum(axis=1) / sw
+    u = np.where(window, log_grid - xm[:, None], 0.0)
+    y = np.where(window, means, 0.0)
+    u2 = u * u
+    s0, s1, s2 = w.sum(axis=1), (w * u).sum(axis=1), (w * u2).sum(axis=1)
+    s3, s4 = (w * u2 * u).sum(axis=1), (w * u2 * u2).sum(axis=1)
+    t0, t1, t2 = (w * y).sum(axis=1), (w * y * u).sum(axis=1), (w * y * u2).sum(axis=1)
+    det = s0 * (s2 * s4 - s3 * s3) - s1 * (s1 * s4 - s3 * s2) + s2 * (s1 * s3 - s2 * s2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b1 = (s0 * (t1 * s4 - s3 * t2) - t0 * (s1 * s4 - s3 * s2) + s2 * (s1 * t2 - t1 * s2)) / det
+        b2 = (s0 * (s2 * t2 - t1 * s3) - s1 * (s1 * t2 - t1 * s2) + t0 * (s1 * s3 - s2 * s2)) / det
+        vertex = xm - b1 / (2.0 * b2)
+    x_lo = np.where(window, log_grid, np.inf).min(axis=1)
+    x_hi = np.where(window, log_grid, -np.inf).max(axis=1)
+    bracketed = ~edge & (b2 > 0) & (vertex >= x_lo) & (vertex <= x_hi)
+    fallback = np.where(grid[k] > 0, log_grid[k], log_grid[first_pos])
+    out = np.where(bracketed, vertex, fallback)
+    return np.where(has_pos, out, np.nan)
 
 
 def _num(x):

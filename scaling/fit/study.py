@@ -108,6 +108,12 @@ def fit_study(
     """
     mapped = apply_columns(df, columns, source) if isinstance(df, pd.DataFrame) else df
     if isinstance(mapped, pd.DataFrame) and "decay" not in mapped.columns:
+        study_like = [c for c in ("ft_score", "seed", "lr", *(objectives or {})) if c in mapped.columns]
+        if study_like:
+            raise DataError(
+                f"{source}: missing column 'decay' (the table has {study_like[0]!r}, so it looks like a study); "
+                "map it with --col decay=COLUMN"
+            )
         return _surface_only(mapped, source, n_bootstrap, seed, ci_level, drop_highest_loss)
 
     table = prepare_table(mapped, source=source, require=("n_params", "n_tokens", "decay"))
@@ -246,7 +252,7 @@ def _surface_only(df, source, n_bootstrap, seed, ci_level, drop_highest_loss) ->
         laws=(),
         tau_laws=(),
         backtests=(),
-        warnings=(),
+        warnings=("no decay column: fitted the loss surface only",),
         n_range=(float(table["n_params"].min()), float(table["n_params"].max())),
         d_range=(float(table["n_tokens"].min()), float(table["n_tokens"].max())),
         settings=settings,
