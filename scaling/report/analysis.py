@@ -1,0 +1,134 @@
+"""The fits the report draws, made tolerant: whatever the table supports, and why the rest is missing.
+
+`fit_study` (scaling.fit) is all-or-nothing: it raises FitError when no decay law can be fitted
+(one cell, nothing bracketed, ...). A report still wants each cell's optimum then, so this module
+falls back to `cell_optima` per objective and records the reason the laws are missing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import ScalingError
+from scaling.fit import CellOptimum, DecayLaw, StudyFit, cell_optima, fit_study
+from scaling.fit.table import DEFAULT_OBJECTIVES
+from scaling.recommend import Recommendation, recommend
+
+NEXT_BUDGET_FACTOR = 4.0  # "next budget" = this many times the largest N, at the same TPP
+LEVEL = 0.9  # coverage of prediction and per-cell intervals drawn in the report
+
+
+@dataclass(frozen=True)
+class NextBudget:
+    """The budget the report extrapolates to: `factor` x the largest N at a TPP the study used."""
+
+    n_params: float
+    tpp: float
+    factor: float
+    largest_n: float
+
+    @property
+    def n_tokens(self) -> float:
+        return self.n_params * self.tpp
+
+    def describe(self) -> str:
+        from scaling.fit.table import human
+
+        return (f"next budget: {self.factor:g}x the largest N ({human(self.largest_n)} -> {human(self.n_params)}) "
+                f"at {self.tpp:g} TPP (D = {human(self.n_tokens)})")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReportFit:
+    """What the figures and the summary need from the fits."""
+
+    fit: StudyFit | None
+    optima: tuple[CellOptimum, ...]
+    problems: tuple[str, ...]  # fits that could not be made, in the fitter's words
+    next_budget: NextBudget | None
+    recommendation: Recommendation | None
+    level: float = LEVEL
+
+    def optima_for(self, objective: str) -> tuple[CellOptimum, ...]:
+        return tuple(o for o in self.optima if o.objective == objective)
+
+    def optimum(self, objective: str, cell: str) -> CellOptimum | None:
+        return next((o for o in self.optima if o.objective == objective and o.cell == cell), None)
+
+    def law(self, objective: str) -> DecayLaw | None:
+        return self.fit.law(objective) if self.fit is not None else None
+
+    def tau_law(self, objective: str) -> DecayLaw | None:
+        return self.fit.tau_law(objective) if self.fit is not None else None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.fit.warnings if self.fit is not None else ()
+
+
+def objectives_in(trials: pd.DataFrame) -> list[tuple[str, str]]:
+    """The default objectives (val_loss min, ft_score max) that have finite values."""
+    out = []
+    for col, direction in DEFAULT_OBJECTIVES.items():
+        if col in trials.columns and np.isfinite(pd.to_numeric(trials[col], errors="coerce")).any():
+            out.append((col, direction))
+    return out
+
+
+def choose_next_budget(trials: pd.DataFrame, factor: float = NEXT_BUDGET_FACTOR) -> NextBudget:
+    """`factor` x the largest N, at the TPP most cells of the largest N used (ties: nearest 20,
+    the compute-optimal ratio)."""
+    largest = float(trials["n_params"].max())
+    at_largest = trials.loc[np.isclose(trials["n_params"], largest), "tpp"].round(6)
+    counts = at_largest.value_counts()
+    best = counts[counts == counts.max()].index.to_numpy(dtype=float)
+    tpp = float(best[np.argmin(np.abs(np.log(best / 20.0)))])
+    return NextBudget(n_params=largest * factor, tpp=tpp, factor=factor, largest_n=largest)
+
+
+def fit_for_report(
+    trials: pd.DataFrame,
+    study_fit: StudyFit | None = None,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    level: float = LEVEL,
+    next_factor: float = NEXT_BUDGET_FACTOR,
+    source: str = "trials table",
+) -> ReportFit:
+    """Fit what the table supports. `study_fit`: a fit already made (e.g. by `scaling run`)."""
+    problems: list[str] = []
+    fit = study_fit
+    if fit is None:
+        try:
+            fit = fit_study(trials, n_bootstrap=n_bootstrap, seed=seed, level=level, source=source)
+        except ScalingError as exc:
+            problems.append(str(exc))
+    if fit is not None and fit.mode == "study":
+        optima = fit.optima
+    else:
+        optima = _optima_alone(trials, n_bootstrap, seed, level, problems)
+    budget = choose_next_budget(trials, next_factor)
+    rec = None
+    if fit is not None and fit.laws:
+        try:
+            rec = recommend(fit=fit, n_params=budget.n_params, tpp=budget.tpp, level=level)
+        except ScalingError as exc:
+            problems.append(f"no recommendation: {exc}")
+    return ReportFit(fit=fit, optima=tuple(optima), problems=tuple(problems), next_budget=budget,
+                     recommendation=rec, level=level)  # fmt: skip
+
+
+def _optima_alone(trials, n_bootstrap, seed, level, problems: list[str]) -> list[CellOptimum]:
+    out: list[CellOptimum] = []
+    for i, (objective, direction) in enumerate(objectives_in(trials)):
+        try:
+            out.extend(cell_optima(trials, objective, direction, n_bootstrap=n_bootstrap, level=level, seed=seed + i))
+        except ScalingError as exc:
+            problems.append(f"{objective}: no per-cell optima: {exc}")
+    return out
+

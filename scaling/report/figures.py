@@ -1,0 +1,541 @@
+"""One function per figure of the report. Each takes the checked tables (and the fits) and
+returns a plotly Figure; deciding *whether* a figure can be drawn is the page's job
+(`scaling.report.page`), so these functions assume the columns they draw exist."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from scaling.fit import CellOptimum, DecayLaw
+from scaling.fit.table import human
+from scaling.report.analysis import ReportFit
+from scaling.report.data import StudyTables, curves_with_decay
+from scaling.report.style import (
+    DECAY_SCALE,
+    OBJECTIVE_COLOURS,
+    OBJECTIVE_NAMES,
+    PANEL_HEIGHT,
+    DecayAxis,
+    base_layout,
+    size_colours,
+    size_label,
+    tpp_colours,
+    tpp_dashes,
+    tpp_label,
+    log_ticks,
+)
+
+LABELS = {
+    "val_loss": "val_loss (nats/token)",
+    "train_loss": "train_loss (nats/token)",
+    "ft_score": "ft_score (mean over tasks)",
+    "ft_gain": "ft_gain (after - before)",
+    "probe_acc": "probe_acc (linear probe)",
+    "qk_rank": "qk_rank (effective rank of W_Q W_K^T)",
+    "gap": "gap = val_loss - train_loss",
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _tpps(trials: pd.DataFrame) -> list[float]:
+    return sorted(float(t) for t in trials["tpp"].round(6).unique())
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _pos(i: int, cols: int) -> tuple[int, int]:
+    return i // cols + 1, i % cols + 1
+
+
+def _means(trials: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per (cell, decay): mean, sd and count of `column`, with the cell's N and TPP."""
+    rows = trials[np.isfinite(trials[column].to_numpy(dtype=float))]
+    g = rows.groupby(["cell", "decay"], sort=True)
+    out = g[column].agg(["mean", "std", "count"]).reset_index()
+    meta = rows.groupby("cell")[["n_params", "tpp"]].median()
+    return out.join(meta, on="cell").sort_values(["n_params", "tpp", "decay"])
+
+
+def _decay_xaxis(fig: go.Figure, axis: DecayAxis, row: int, col: int, title: str | None = "decay") -> None:
+    fig.update_xaxes(type="log", title_text=title, row=row, col=col, **axis.ticks())
+
+
+def _hover(cell: str, column: str) -> str:
+    return f"{cell}<br>decay %{{customdata[0]}}<br>{column} %{{y:.4g}}<br>%{{customdata[1]}}<extra></extra>"
+
+
+def _draw_metric(
+    fig: go.Figure,
+    trials: pd.DataFrame,
+    column: str,
+    axis: DecayAxis,
+    row: int,
+    col: int,
+    *,
+    colour_of,
+    dash_of=lambda cell_rows: "solid",
+    name_of,
+    shown: set,
+) -> None:
+    """Lines of per-decay means, one per cell, plus each trial as a faint dot."""
+    means = _means(trials, column)
+    for cell, m in means.groupby("cell", sort=False):
+        colour, name = colour_of(m), name_of(m)
+        seeds = m["count"].to_numpy()
+        sd = m["std"].fillna(0).to_numpy() if (seeds > 1).any() else None
+        fig.add_trace(go.Scatter(
+            x=axis.x(m["decay"]), y=m["mean"], mode="lines+markers", name=name, legendgroup=name,
+            showlegend=name not in shown, line=dict(color=colour, dash=dash_of(m), width=2),
+            marker=dict(size=5, color=colour),
+            error_y=dict(type="data", array=sd, thickness=1, width=2, color=colour) if sd is not None else None,
+            customdata=np.column_stack([[axis.label(d) for d in m["decay"]], [f"{c} trials" for c in seeds]]),
+            hovertemplate=_hover(cell, f"mean {column}"),
+        ), row=row, col=col)  # fmt: skip
+        shown.add(name)
+        raw = trials[(trials["cell"] == cell) & np.isfinite(trials[column].to_numpy(dtype=float))]
+        if (seeds > 1).any():
+            fig.add_trace(go.Scatter(
+                x=axis.x(raw["decay"]), y=raw[column], mode="markers", showlegend=False, legendgroup=name,
+                marker=dict(size=4, color=colour, opacity=0.35), hoverinfo="skip",
+            ), row=row, col=col)  # fmt: skip
+
+
+def _draw_optima(fig, optima: list[CellOptimum], axis: DecayAxis, row, col, colour_of, shown: set, label: str):
+    """decay* of each cell as a star on its curve, with its interval as a horizontal bar;
+    hollow when not bracketed (then it is the best searched decay, not an estimate)."""
+    for o in optima:
+        if not math.isfinite(o.value_at_opt):
+            continue
+        x = float(axis.x(o.decay_opt))
+        bracketed = o.bracketed and math.isfinite(o.low) and math.isfinite(o.high)
+        err = dict(type="data", symmetric=False, array=[o.high - x], arrayminus=[x - o.low], thickness=2, width=5,
+                   color=colour_of(o)) if bracketed else None  # fmt: skip
+        name = f"{label} decay* ({round(100 * o.level)}% interval)"
+        note = (f"decay* {o.decay_opt:.3g} [{o.low:.3g}, {o.high:.3g}]" if bracketed
+                else f"NOT BRACKETED: {o.reason}")  # fmt: skip
+        fig.add_trace(go.Scatter(
+            x=[x], y=[o.value_at_opt], mode="markers", name=name, legendgroup=name, showlegend=name not in shown,
+            marker=dict(symbol="star" if o.bracketed else "star-open", size=14, color=colour_of(o),
+                        line=dict(color="black", width=1)),
+            error_x=err, hovertemplate=f"{o.cell}: {label}<br>{note}<extra></extra>",
+        ), row=row, col=col)  # fmt: skip
+        shown.add(name)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def loss_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
+    """Base val_loss vs decay: one panel per token budget (TPP), one line per size, decay*_loss marked."""
+    return _objective_vs_decay(tables, rfit, ["val_loss"], "Base model: val_loss vs weight decay")
+
+
+def finetune_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
+    """ft_score and ft_gain vs decay, per token budget, one line per size; decay*_plastic marked."""
+    columns = [c for c in ("ft_score", "ft_gain") if tables.has(c)]
+    return _objective_vs_decay(tables, rfit, columns, "After fine-tuning: score and gain vs weight decay")
+
+
+def _objective_vs_decay(tables: StudyTables, rfit: ReportFit, columns: list[str], title: str) -> go.Figure:
+    trials = tables.trials
+    tpps = _tpps(trials)
+    axis = DecayAxis(trials["decay"])
+    colours = size_colours(trials["n_params"])
+    rows, cols = len(columns), len(tpps)
+    titles = [f"{c} @ {tpp_label(t)}" if rows > 1 else tpp_label(t) for c in columns for t in tpps]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True,
+                        horizontal_spacing=0.06, vertical_spacing=0.12 if rows > 1 else 0.0)  # fmt: skip
+    shown: set = set()
+    for r, column in enumerate(columns, start=1):
+        for c, tpp in enumerate(tpps, start=1):
+            sub = trials[np.isclose(trials["tpp"], tpp)]
+            _draw_metric(fig, sub, column, axis, r, c, colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
+                         name_of=lambda m: size_label(float(m["n_params"].iloc[0])), shown=shown)  # fmt: skip
+            if column in OBJECTIVE_NAMES:
+                opts = [o for o in rfit.optima_for(column) if np.isclose(o.tpp, tpp, rtol=1e-4)]
+                _draw_optima(fig, opts, axis, r, c, lambda o: colours.get(o.n_params, "black"), shown,
+                             OBJECTIVE_NAMES[column])  # fmt: skip
+            _decay_xaxis(fig, axis, r, c, "decay" if r == rows else None)
+        fig.update_yaxes(title_text=LABELS.get(column, column), row=r, col=1)
+    fig.update_layout(**base_layout(title, height=PANEL_HEIGHT * rows + 40))
+    return fig
+
+
+def tasks_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
+    """Per task: the score after fine-tuning and the gain (after - before) vs decay, one line per cell."""
+    trials = tables.trials.copy()
+    tasks = list(tables.tasks)
+    axis = DecayAxis(trials["decay"])
+    colours = size_colours(trials["n_params"])
+    dashes = tpp_dashes(trials["tpp"])
+    has_before = {t: f"ft_{t}_before" in trials.columns for t in tasks}
+    titles = []
+    for t in tasks:
+        titles += [f"{t}: score after fine-tuning", f"{t}: gain (after - before)" if has_before[t] else f"{t}: no before score"]
+    fig = make_subplots(rows=len(tasks), cols=2, subplot_titles=titles, horizontal_spacing=0.08,
+                        vertical_spacing=min(0.12, 0.3 / max(len(tasks) - 1, 1)))  # fmt: skip
+    shown: set = set()
+    style = dict(colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
+                 dash_of=lambda m: dashes[float(m["tpp"].iloc[0])], name_of=lambda m: str(m["cell"].iloc[0]))  # fmt: skip
+    for r, task in enumerate(tasks, start=1):
+        after = f"ft_{task}_after"
+        _draw_metric(fig, trials, after, axis, r, 1, shown=shown, **style)
+        fig.update_yaxes(title_text=f"{task} after", row=r, col=1)
+        if has_before[task]:
+            trials[f"_gain_{task}"] = trials[after] - trials[f"ft_{task}_before"]
+            _draw_metric(fig, trials, f"_gain_{task}", axis, r, 2, shown=shown, **style)
+            fig.update_yaxes(title_text=f"{task} gain", row=r, col=2)
+        for c in (1, 2):
+            _decay_xaxis(fig, axis, r, c, "decay" if r == len(tasks) else None)
+    fig.update_layout(**base_layout("Per task: score after fine-tuning and its gain vs weight decay",
+                                    height=PANEL_HEIGHT * len(tasks) + 40))  # fmt: skip
+    return fig
+
+
+def pareto_fronts(tables: StudyTables, rfit: ReportFit) -> go.Figure:
+    """Per cell: every trial in (val_loss, ft_score), coloured by decay; the non-dominated front
+    (lower loss, higher score) joined; the loss-optimal and plasticity-optimal trials circled."""
+    trials = tables.trials
+    cells = list(tables.cells)
+    axis = DecayAxis(trials["decay"])
+    rows, cols = _grid(len(cells), 3)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=cells, horizontal_spacing=0.07,
+                        vertical_spacing=min(0.14, 0.35 / max(rows - 1, 1)))  # fmt: skip
+    shown: set = set()
+    for i, cell in enumerate(cells):
+        r, c = _pos(i, cols)
+        t = trials[(trials["cell"] == cell)]
+        t = t[np.isfinite(t["val_loss"].to_numpy(dtype=float)) & np.isfinite(t["ft_score"].to_numpy(dtype=float))]
+        if t.empty:
+            continue
+        front = t.iloc[pareto_front(t["val_loss"].to_numpy(), t["ft_score"].to_numpy())].sort_values("val_loss")
+        fig.add_trace(go.Scatter(
+            x=front["val_loss"], y=front["ft_score"], mode="lines", name="Pareto front", legendgroup="front",
+            showlegend="front" not in shown, line=dict(color="#888", width=1.5, dash="dot"), hoverinfo="skip",
+        ), row=r, col=c)  # fmt: skip
+        shown.add("front")
+        fig.add_trace(go.Scatter(
+            x=t["val_loss"], y=t["ft_score"], mode="markers", showlegend=False,
+            marker=dict(size=8, color=axis.log10(t["decay"]), coloraxis="coloraxis", line=dict(width=0.5, color="#333")),
+            customdata=np.column_stack([[axis.label(d) for d in t["decay"]], t["trial_number"]]),
+            hovertemplate=f"{cell}, trial %{{customdata[1]}}<br>decay %{{customdata[0]}}<br>"
+                          "val_loss %{x:.4g}<br>ft_score %{y:.4g}<extra></extra>",
+        ), row=r, col=c)  # fmt: skip
+        for key, idx, symbol in (("val_loss", t["val_loss"].idxmin(), "circle-open"),
+                                 ("ft_score", t["ft_score"].idxmax(), "diamond-open")):  # fmt: skip
+            name = f"{OBJECTIVE_NAMES[key]} trial"
+            p = t.loc[idx]
+            fig.add_trace(go.Scatter(
+                x=[p["val_loss"]], y=[p["ft_score"]], mode="markers", name=name, legendgroup=name,
+                showlegend=name not in shown,
+                marker=dict(symbol=symbol, size=18, color=OBJECTIVE_COLOURS[key], line=dict(width=2.5)),
+                hovertemplate=f"{name}: decay {axis.label(p['decay'])}<extra></extra>",
+            ), row=r, col=c)  # fmt: skip
+            shown.add(name)
+        fig.update_xaxes(title_text="val_loss (lower is better)", row=r, col=c)
+        if c == 1:
+            fig.update_yaxes(title_text="ft_score (higher is better)", row=r, col=c)
+    fig.update_layout(**base_layout(
+        "Two objectives per cell: base loss vs score after fine-tuning", height=PANEL_HEIGHT * rows + 40,
+        coloraxis=dict(colorscale=DECAY_SCALE, colorbar=dict(title="decay", thickness=12, **axis.colour_ticks())),
+        legend=_foot_legend(), margin=dict(l=60, r=20, t=70, b=100),
+    ))  # fmt: skip
+    return fig
+
+
+def pareto_front(loss: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Indices of the trials no other trial beats on both objectives (lower loss AND higher score,
+    at least one strictly)."""
+    loss, score = np.asarray(loss, float), np.asarray(score, float)
+    keep = []
+    for i in range(loss.size):
+        dominated = (loss <= loss[i]) & (score >= score[i]) & ((loss < loss[i]) | (score > score[i]))
+        if not dominated.any():
+            keep.append(i)
+    return np.asarray(keep, dtype=int)
+
+
+def decay_laws(tables: StudyTables, rfit: ReportFit) -> go.Figure:
+    """decay* vs N and vs TPP for both objectives with the fitted laws and their prediction bands,
+    the Power Lines timescale law, and the recommendation for the next budget (an extrapolation)."""
+    trials = tables.trials
+    budget = rfit.next_budget
+    rec = rfit.recommendation
+    objectives = [o for o in ("val_loss", "ft_score") if rfit.optima_for(o)]
+    n_cells = sorted({o.n_params for o in rfit.optima})
+    tpps = _tpps(trials)
+    pct = f"{round(100 * rfit.level)}%"
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=[
+        "decay* vs N", "decay* vs TPP", "tau* vs TPP (Power Lines)"])  # fmt: skip
+    all_decays = [o.decay_opt for o in rfit.optima] + list(trials["decay"])
+    axis = DecayAxis(all_decays)
+    dashes = tpp_dashes(tpps)
+    n_grid = np.geomspace(min(n_cells) / 1.5, budget.n_params * 1.5, 15)  # laws are straight in log-log
+    t_grid = np.geomspace(min(tpps) / 1.5, max(tpps) * 1.5, 15)
+    shown: set = set()
+    y_values: list[float] = []
+    for objective in objectives:
+        colour = OBJECTIVE_COLOURS[objective]
+        name = OBJECTIVE_NAMES[objective]
+        law = rfit.law(objective)
+        if law is not None:
+            for tpp in tpps:
+                preds = [law.predict(n, n * tpp, level=rfit.level) for n in n_grid]
+                band = np.isclose(tpp, budget.tpp)
+                _law_line(fig, n_grid, preds, colour, dashes[tpp], f"{name} law", shown, 1, 1, band,
+                          f"{law.formula}<br>at {tpp:g} TPP")  # fmt: skip
+                if band:
+                    y_values += [p.low for p in preds] + [p.high for p in preds]
+            for j, n in enumerate(n_cells):
+                preds = [law.predict(n, n * t, level=rfit.level) for t in t_grid]
+                band = j == len(n_cells) - 1
+                opacity = 0.35 + 0.65 * (j + 1) / len(n_cells)
+                _law_line(fig, t_grid, preds, colour, "solid", f"{name} law", shown, 1, 2, band,
+                          f"{law.formula}<br>at N = {human(n)}", opacity=opacity)  # fmt: skip
+        optima = rfit.optima_for(objective)
+        _optima_points(fig, optima, "n_params", "decay_opt", axis, colour, f"{name} decay* per cell", shown, 1, 1)
+        _optima_points(fig, optima, "tpp", "decay_opt", axis, colour, f"{name} decay* per cell", shown, 1, 2)
+        y_values += [o.decay_opt for o in optima if o.decay_opt > 0]
+        choice = None
+        if rec is not None:
+            choice = rec.decay_loss_opt if objective == "val_loss" else rec.decay_plastic_opt
+        if choice is not None:
+            label = f"recommended ({name}) for the next budget"
+            for col, x in ((1, budget.n_params), (2, budget.tpp)):
+                fig.add_trace(go.Scatter(
+                    x=[x], y=[choice.value], mode="markers", name=label, legendgroup=label,
+                    showlegend=label not in shown,
+                    marker=dict(symbol="star-diamond", size=16, color=colour, line=dict(color="black", width=1.5)),
+                    error_y=dict(type="data", symmetric=False, array=[choice.high - choice.value],
+                                 arrayminus=[choice.value - choice.low], color=colour, thickness=2.5, width=8),
+                    hovertemplate=(f"{budget.describe()}<br>{name} decay {choice.value:.3g} "
+                                   f"[{choice.low:.3g}, {choice.high:.3g}] ({pct} PI, {choice.label})<extra></extra>"),
+                ), row=1, col=col)  # fmt: skip
+                shown.add(label)
+            y_values += [choice.low, choice.high]
+        tau_law = rfit.tau_law(objective)
+        tau_cells = [o for o in optima if math.isfinite(o.tau_opt) and o.tau_opt > 0]
+        if tau_law is not None:
+            preds = [tau_law.predict(budget.largest_n, budget.largest_n * t, level=rfit.level) for t in t_grid]
+            _law_line(fig, t_grid, preds, colour, "solid", f"{name} law", shown, 1, 3, True, tau_law.formula)
+        if tau_cells:
+            fig.add_trace(go.Scatter(
+                x=[o.tpp for o in tau_cells], y=[o.tau_opt for o in tau_cells], mode="markers",
+                name=f"{name} decay* per cell", legendgroup=f"{name} decay* per cell", showlegend=False,
+                marker=dict(size=9, color=colour, symbol=["circle" if o.bracketed else "circle-open" for o in tau_cells],
+                            line=dict(width=1.5, color=colour)),
+                customdata=[o.cell for o in tau_cells],
+                hovertemplate="%{customdata}<br>tau* %{y:.3g}<extra></extra>",
+            ), row=1, col=3)  # fmt: skip
+    # the extrapolation region: beyond the largest N any law is a forecast
+    fig.add_vrect(x0=budget.largest_n, x1=budget.n_params * 1.5, fillcolor="#f2c14e", opacity=0.15, line_width=0,
+                  row=1, col=1)  # fmt: skip
+    fig.add_annotation(
+        x=math.log10(budget.n_params), y=0.99, xref="x", yref="y domain", yanchor="top", showarrow=False,
+        text=f"extrapolation:<br>{budget.factor:g}x largest N<br>at {budget.tpp:g} TPP", font=dict(size=10, color="#7a5a00"),
+    )  # fmt: skip
+    if not any(rfit.law(o) for o in objectives):
+        why = "; ".join(rfit.problems) or "no decay law could be fitted"
+        fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, text=_wrap(why, 80),
+                           bgcolor="rgba(255,255,255,0.85)", bordercolor="#c0392b", font=dict(size=12))  # fmt: skip
+    finite = [v for v in y_values if math.isfinite(v) and v > 0]
+    lo, hi = (min(finite), max(finite)) if finite else (axis.low, axis.high)
+    if any(o.decay_opt <= 0 for o in rfit.optima):  # drawn at the '0' tick below the log range
+        lo = min(lo, axis.zero_at)
+    for col in (1, 2):
+        fig.update_yaxes(type="log", row=1, col=col, range=[math.log10(lo) - 0.3, math.log10(hi) + 0.3],
+                         **axis.ticks(lo, hi))  # fmt: skip
+    fig.update_yaxes(title_text="decay*", row=1, col=1)
+    taus = [o.tau_opt for o in rfit.optima if math.isfinite(o.tau_opt) and o.tau_opt > 0]
+    fig.update_yaxes(type="log", title_text="tau* (fraction of the run)", row=1, col=3,
+                     **(log_ticks(min(taus) / 3, max(taus) * 3) if taus else {}))  # fmt: skip
+    fig.update_xaxes(type="log", title_text="N (non-embedding parameters)", row=1, col=1,
+                     **log_ticks(n_grid[0], n_grid[-1]))  # fmt: skip
+    fig.update_xaxes(type="log", title_text="TPP (tokens per parameter)", row=1, col=2, **log_ticks(t_grid[0], t_grid[-1]))
+    fig.update_xaxes(type="log", title_text="TPP", row=1, col=3, **log_ticks(t_grid[0], t_grid[-1]))
+    fig.update_layout(**base_layout(
+        f"Decay laws (lines), {pct} prediction bands, and the {budget.describe()}",
+        height=PANEL_HEIGHT + 150, legend=_foot_legend(), margin=dict(l=60, r=20, t=70, b=130),
+    ))  # fmt: skip
+    return fig
+
+
+def _law_line(fig, x, preds, colour, dash, name, shown: set, row, col, band: bool, hover: str, opacity=1.0):
+    if band:
+        fig.add_trace(go.Scatter(
+            x=np.concatenate([x, x[::-1]]), y=[p.high for p in preds] + [p.low for p in preds][::-1],
+            fill="toself", fillcolor=_rgba(colour, 0.12), line=dict(width=0), showlegend=False,
+            legendgroup=name, hoverinfo="skip",
+        ), row=row, col=col)  # fmt: skip
+    fig.add_trace(go.Scatter(
+        x=x, y=[p.value for p in preds], mode="lines", name=name, legendgroup=name, showlegend=name not in shown,
+        line=dict(color=colour, dash=dash, width=2), opacity=opacity,
+        hovertemplate=f"{hover}<br>%{{x:.3g}} -> %{{y:.3g}}<extra></extra>",
+    ), row=row, col=col)  # fmt: skip
+    shown.add(name)
+
+
+def _optima_points(fig, optima, x_field, y_field, axis: DecayAxis, colour, name, shown: set, row, col):
+    if not optima:
+        return
+    ys = np.array([getattr(o, y_field) for o in optima], dtype=float)
+    lows = np.array([o.low if o.bracketed else np.nan for o in optima])
+    highs = np.array([o.high if o.bracketed else np.nan for o in optima])
+    y = axis.x(ys)
+    notes = [f"{o.cell}<br>decay* {axis.label(o.decay_opt)}" + (f" [{o.low:.3g}, {o.high:.3g}]" if o.bracketed
+             else f"<br>NOT BRACKETED: {o.reason}") for o in optima]  # fmt: skip
+    fig.add_trace(go.Scatter(
+        x=[getattr(o, x_field) for o in optima], y=y, mode="markers", name=name, legendgroup=name,
+        showlegend=name not in shown,
+        marker=dict(size=9, color=colour, symbol=["circle" if o.bracketed else "circle-open" for o in optima],
+                    line=dict(width=1.5, color=colour)),
+        error_y=dict(type="data", symmetric=False, array=np.nan_to_num(highs - y), arrayminus=np.nan_to_num(y - lows),
+                     color=colour, thickness=1.2, width=3),
+        customdata=notes, hovertemplate="%{customdata}<extra></extra>",
+    ), row=row, col=col)  # fmt: skip
+    shown.add(name)
+
+
+def loss_surface(tables: StudyTables, rfit: ReportFit) -> go.Figure:
+    """The fitted L(N, D) through each cell's loss at its optimum, and the fit's log residuals."""
+    surface = rfit.fit.surface
+    cells = [o for o in rfit.optima_for("val_loss") if math.isfinite(o.value_at_opt)]
+    colours = tpp_colours([o.tpp for o in cells])
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=[
+        "val_loss at each cell's optimum, and L(N, D = TPP N)", "residual ln(observed / fitted)"])  # fmt: skip
+    n_grid = np.geomspace(min(o.n_params for o in cells) / 1.3, max(o.n_params for o in cells) * 1.3, 60)
+    for tpp, colour in colours.items():
+        these = [o for o in cells if np.isclose(o.tpp, tpp, rtol=1e-4)]
+        name = tpp_label(tpp)
+        fig.add_trace(go.Scatter(
+            x=n_grid, y=surface.predict(n_grid, n_grid * tpp), mode="lines", name=f"fit, {name}", legendgroup=name,
+            line=dict(color=colour, width=2), hovertemplate=f"{name}: N %{{x:.3g}} -> L %{{y:.4g}}<extra></extra>",
+        ), row=1, col=1)  # fmt: skip
+        observed = np.array([o.value_at_opt for o in these])
+        fitted = surface.predict([o.n_params for o in these], [o.n_tokens for o in these])
+        for col, y in ((1, observed), (2, np.log(observed / fitted))):
+            fig.add_trace(go.Scatter(
+                x=[o.n_params for o in these], y=y, mode="markers", name=f"cells, {name}", legendgroup=name,
+                showlegend=col == 1,
+                marker=dict(size=10, color=colour, symbol=["circle" if o.bracketed else "circle-open" for o in these],
+                            line=dict(width=1.5, color=colour)),
+                customdata=[o.cell for o in these], hovertemplate="%{customdata}: %{y:.4g}<extra></extra>",
+            ), row=1, col=col)  # fmt: skip
+    fig.add_hline(y=0, line=dict(color="#999", width=1), row=1, col=2)
+    params = surface.params()
+    text = "L = E + A N<sup>-alpha</sup> + B D<sup>-beta</sup>:  " + ",  ".join(
+        f"{k} = {v:.3g}" + (f" [{surface.interval(k)[0]:.3g}, {surface.interval(k)[1]:.3g}]" if surface.intervals else "")
+        for k, v in params.items()
+    )  # fmt: skip
+    fig.update_xaxes(type="log", title_text="N (non-embedding parameters)", **log_ticks(n_grid[0], n_grid[-1]))
+    fig.update_yaxes(title_text="val_loss (nats/token)", row=1, col=1)
+    fig.update_yaxes(title_text="ln(observed / fitted)", tickformat=".2g", row=1, col=2)
+    fig.update_layout(**base_layout(
+        f"Loss surface through {surface.n_points} cells<br><span style='font-size:11px'>{text}</span>",
+        height=PANEL_HEIGHT + 60, margin=dict(l=60, r=20, t=90, b=50)))  # fmt: skip
+    return fig
+
+
+def mechanisms(tables: StudyTables, rfit: ReportFit) -> go.Figure:
+    """probe_acc, qk_rank and the train-val gap vs decay, one line per cell."""
+    from scaling.report.data import MECHANISMS
+
+    trials = tables.trials
+    columns = [c for c in MECHANISMS if tables.has(c)]
+    axis = DecayAxis(trials["decay"])
+    colours = size_colours(trials["n_params"])
+    dashes = tpp_dashes(trials["tpp"])
+    fig = make_subplots(rows=1, cols=len(columns), subplot_titles=[LABELS[c] for c in columns], horizontal_spacing=0.07)
+    shown: set = set()
+    for c, column in enumerate(columns, start=1):
+        _draw_metric(fig, trials, column, axis, 1, c, colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
+                     dash_of=lambda m: dashes[float(m["tpp"].iloc[0])], name_of=lambda m: str(m["cell"].iloc[0]),
+                     shown=shown)  # fmt: skip
+        _decay_xaxis(fig, axis, 1, c)
+        fig.update_yaxes(title_text=column, row=1, col=c)
+    fig.update_layout(**base_layout("Mechanisms vs weight decay", height=PANEL_HEIGHT + 20))
+    return fig
+
+
+def training_curves(tables: StudyTables, rfit: ReportFit) -> go.Figure:
+    """Training loss (lines) and validation loss (dots) against tokens, one line per trial,
+    coloured by decay; one panel per cell."""
+    curves = curves_with_decay(tables)
+    cells = [c for c in tables.cells if c in set(curves["cell"])]
+    axis = DecayAxis(tables.trials["decay"])
+    rows, cols = _grid(len(cells), 3)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=cells, horizontal_spacing=0.06,
+                        vertical_spacing=min(0.12, 0.35 / max(rows - 1, 1)))  # fmt: skip
+    span = (math.log10(axis.zero_at), math.log10(axis.high)) if axis.has_zero else (math.log10(axis.low), math.log10(axis.high))
+    x_col = "tokens" if "tokens" in curves.columns and curves["tokens"].notna().any() else "step"
+
+    def colour(decay: float) -> str:
+        t = (float(axis.log10(decay)) - span[0]) / (span[1] - span[0]) if span[1] > span[0] else 0.5
+        return sample_colorscale(DECAY_SCALE, [min(max(t, 0.0), 1.0)])[0]
+
+    for i, cell in enumerate(cells):
+        r, c = _pos(i, cols)
+        for (number, decay), g in curves[curves["cell"] == cell].groupby(["trial_number", "decay"], sort=True):
+            col = colour(decay)
+            hover = f"{cell}, trial {number}, decay {axis.label(decay)}<br>{x_col} %{{x:.3g}}<br>"
+            fig.add_trace(go.Scatter(
+                x=g[x_col], y=g["train_loss"], mode="lines", showlegend=False, line=dict(color=col, width=1.2),
+                opacity=0.85, hovertemplate=hover + "train_loss %{y:.4g}<extra></extra>",
+            ), row=r, col=c)  # fmt: skip
+            if "val_loss" in g.columns and g["val_loss"].notna().any():
+                v = g[g["val_loss"].notna()]
+                fig.add_trace(go.Scatter(
+                    x=v[x_col], y=v["val_loss"], mode="markers", showlegend=False,
+                    marker=dict(color=col, size=5, line=dict(width=0.5, color="#333")),
+                    hovertemplate=hover + "val_loss %{y:.4g}<extra></extra>",
+                ), row=r, col=c)  # fmt: skip
+        fig.update_xaxes(title_text=x_col if r == rows else None, row=r, col=c)
+        if c == 1:
+            fig.update_yaxes(title_text="loss (nats/token)", row=r, col=c)
+    # an invisible trace carries the decay colour bar
+    fig.add_trace(go.Scatter(
+        x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+        marker=dict(colorscale=DECAY_SCALE, cmin=span[0], cmax=span[1], color=[span[0]], showscale=True,
+                    colorbar=dict(title="decay", thickness=12, **axis.colour_ticks())),
+    ), row=1, col=1)  # fmt: skip
+    fig.update_yaxes(type="log")
+    fig.update_layout(**base_layout("Training curves: train_loss (lines) and val_loss (dots), coloured by decay",
+                                    height=PANEL_HEIGHT * rows + 40))  # fmt: skip
+    return fig
+
+
+def _foot_legend() -> dict:
+    """A horizontal legend at the foot of the figure, below the axis titles (the layout must leave
+    a bottom margin for it)."""
+    return dict(orientation="h", x=0.0, xanchor="left", y=0.0, yanchor="bottom", yref="container",
+                font=dict(size=11))
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    if hex_colour.startswith("rgb"):
+        return hex_colour.replace("rgb(", "rgba(").replace(")", f", {alpha})")
+    h = hex_colour.lstrip("#")
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+def _wrap(text: str, width: int) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width and line:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "<br>".join([*lines, line])

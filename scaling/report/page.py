@@ -1,0 +1,240 @@
+"""Assemble the report: decide which figures the study supports, render them as divs on one
+self-contained HTML page (plotly.js inline once; no network needed to open it)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from scaling.fit.table import human
+from scaling.report import figures
+from scaling.report.analysis import ReportFit
+from scaling.report.data import MECHANISMS, StudyTables
+from scaling.report.summary import Summary, decay_ratios, summarise
+
+PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One figure of the report, or the reason it is missing."""
+
+    id: str
+    title: str
+    caption: str
+    figure: go.Figure | None
+    missing: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderedReport:
+    html: str
+    figure_ids: tuple[str, ...]  # the figures drawn, in page order
+    summary: Summary
+
+
+# (id, title, caption, can draw?, figure function)
+_SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None], Callable]] = [
+    ("loss-vs-decay", "Base loss vs weight decay",
+     "Mean val_loss over trials at each decay (dots: single trials; bars: sd over seeds), one line per size, one "
+     "panel per token budget. Stars: each cell's loss-optimal decay* from the local quadratic fit, with its "
+     "bootstrap interval; a hollow star is not bracketed (it is only the best searched decay).",
+     lambda t, f: None, figures.loss_vs_decay),
+    ("finetune-vs-decay", "Fine-tuned score and fine-tuning gain vs weight decay",
+     "ft_score is the mean score after fine-tuning over the study's tasks; ft_gain is that score minus the "
+     "same score before fine-tuning. Stars: each cell's plasticity-optimal decay*.",
+     lambda t, f: None if t.has("ft_score") or t.has("ft_gain") else "no ft_score or ft_gain column",
+     figures.finetune_vs_decay),
+    ("tasks-vs-decay", "Per task",
+     "Each task's score after fine-tuning and its gain, one line per cell (colour: size; dash: token budget).",
+     lambda t, f: None if t.tasks else "no ft_<task>_after columns", figures.tasks_vs_decay),
+    ("pareto", "Two objectives: the Pareto front of each cell",
+     "Every trial in (base val_loss, ft_score), coloured by decay. The dotted line joins the trials no other "
+     "trial beats on both objectives; circled: the trial with the lowest base loss (loss-optimal) and the one "
+     "with the highest fine-tuned score (plasticity-optimal).",
+     lambda t, f: None if t.has("ft_score") else "no ft_score column", figures.pareto_fronts),
+    ("decay-laws", "How decay* moves with N and D, and the next budget",
+     "Dots: per-cell decay* for each objective (hollow: not bracketed; bars: per-cell interval). Lines: the "
+     "fitted decay laws; bands: their prediction intervals for a new cell. The shaded region is beyond the "
+     "largest N trained: the diamond star there is the recommendation for the next budget, an extrapolation. "
+     "Right: the Power Lines timescale tau* = B/(lr decay* D) against TPP (Bergsma et al. 2025).",
+     lambda t, f: None if f.optima else "no per-cell optimum could be located", figures.decay_laws),
+    ("loss-surface", "Loss surface",
+     "L(N, D) = E + A N^-alpha + B D^-beta (Chinchilla approach 3, Huber on log residuals) fitted through each "
+     "cell's val_loss at its loss-optimal decay; right: log residuals of that fit.",
+     lambda t, f: None if f.fit is not None and f.fit.surface is not None else "not fitted",
+     figures.loss_surface),
+    ("mechanisms", "Mechanisms",
+     "Linear-probe accuracy on frozen hidden states, effective rank of the attention query-key product, and the "
+     "gap between held-out and training loss, against decay; one line per cell.",
+     lambda t, f: None if any(t.has(c) for c in MECHANISMS) else "no probe_acc, qk_rank or gap column",
+     figures.mechanisms),
+    ("curves", "Training curves",
+     "Training loss of every trial against tokens seen (lines) and validation loss where evaluated (dots), "
+     "coloured by decay; one panel per cell.",
+     lambda t, f: None if figures.curves_with_decay(t) is not None else "no curves.csv (or none matching the trials)",
+     figures.training_curves),
+]  # fmt: skip
+
+
+def sections(tables: StudyTables, rfit: ReportFit) -> list[Section]:
+    out = []
+    for sid, title, caption, why_not, draw in _SPECS:
+        reason = why_not(tables, rfit)
+        if reason is None:
+            out.append(Section(sid, title, caption, draw(tables, rfit)))
+        else:
+            out.append(Section(sid, title, caption, None, reason))
+    return out
+
+
+def render(tables: StudyTables, rfit: ReportFit, *, title: str | None = None) -> RenderedReport:
+    summary = summarise(tables, rfit)
+    parts = sections(tables, rfit)
+    name = title or _study_name(tables)
+    body = [
+        f"<header><h1>{_e(name)}</h1><p class='meta'>{_e(_meta(tables))}</p></header>",
+        _summary_html(summary),
+        _optima_table(tables, rfit),
+        _toc(parts),
+    ]
+    drawn = []
+    for s in parts:
+        body.append(f"<section id='{s.id}'><h2>{_e(s.title)}</h2>")
+        if s.figure is not None:
+            div = s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{s.id}", config=PLOT_CONFIG)
+            body.append(f"<p class='caption'>{_e(s.caption)}</p><div class='figure' data-figure='{s.id}'>{div}</div>")
+            drawn.append(s.id)
+        else:
+            body.append(f"<p class='missing'>Not drawn: {_e(s.missing or '')}.</p>")
+        body.append("</section>")
+    page = _PAGE.format(title=_e(name), css=_CSS, plotlyjs=get_plotlyjs(), body="\n".join(body))
+    return RenderedReport(html=page, figure_ids=tuple(drawn), summary=summary)
+
+
+def _study_name(tables: StudyTables) -> str:
+    t = tables.trials
+    if "study" in t.columns and t["study"].notna().any():
+        return f"Weight decay study: {t['study'].dropna().iloc[0]}"
+    return "Weight decay study"
+
+
+def _meta(tables: StudyTables) -> str:
+    from scaling import __version__
+
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return f"{tables.source} · report made {when} by scaling {__version__}"
+
+
+def _summary_html(s: Summary) -> str:
+    out = ["<section id='summary' class='summary'><h2>What the study found</h2><ul class='findings'>"]
+    out += [f"<li>{_e(x)}</li>" for x in s.findings]
+    out.append("</ul><h2>Recommendation</h2><div class='recommendation'>")
+    out += [f"<p>{_e(x)}</p>" for x in s.recommendation]
+    out.append("</div>")
+    out.append(f"<h2>Caveats ({len(s.caveats)})</h2>")
+    if s.caveats:
+        out.append("<ul class='caveats'>" + "".join(f"<li>{_e(x)}</li>" for x in s.caveats) + "</ul>")
+    else:
+        out.append("<p>None raised by the fits.</p>")
+    if s.missing:
+        out.append("<h3>Not in this report</h3><ul class='missing-list'>")
+        out += [f"<li>{_e(x)}</li>" for x in s.missing]
+        out.append("</ul>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _optima_table(tables: StudyTables, rfit: ReportFit) -> str:
+    if not rfit.optima:
+        return ""
+    ratios = decay_ratios(rfit).set_index("cell") if rfit.optima_for("ft_score") else None
+    pct = f"{round(100 * rfit.level)}%"
+    head = ["cell", "N", "D", "TPP", "trials", f"loss-optimal decay* [{pct}]"]
+    if ratios is not None:
+        head += [f"plasticity-optimal decay* [{pct}]", "ratio"]
+    rows = []
+    for cell in tables.cells:
+        lo = rfit.optimum("val_loss", cell)
+        pl = rfit.optimum("ft_score", cell)
+        ref = lo or pl
+        if ref is None:
+            continue
+        row = [cell, human(ref.n_params), human(ref.n_tokens), f"{ref.tpp:g}", str(ref.n_trials), _opt_cell(lo)]
+        if ratios is not None:
+            r = ratios["ratio"].get(cell, math.nan) if cell in ratios.index else math.nan
+            row += [_opt_cell(pl), f"{r:.2g}x" if math.isfinite(r) else "-"]
+        rows.append(row)
+    cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return (f"<section id='optima'><h2>Per-cell optima</h2><table><thead><tr>"
+            + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{cells}</tbody></table>"
+            "<p class='caption'>* not bracketed: the best searched decay, at the edge of the grid (hover a "
+            "hollow star in the figures for the reason); no interval is given for it.</p></section>")  # fmt: skip
+
+
+def _opt_cell(o) -> str:
+    if o is None:
+        return "-"
+    if not o.bracketed:
+        return f"<span class='unbracketed' title='{_e(o.reason or '')}'>{o.decay_opt:.3g}*</span>"
+    return f"{o.decay_opt:.3g} <span class='ci'>[{o.low:.3g}, {o.high:.3g}]</span>"
+
+
+def _toc(parts: list[Section]) -> str:
+    items = "".join(
+        f"<li><a href='#{s.id}'>{_e(s.title)}</a>{'' if s.figure is not None else ' (not drawn)'}</li>" for s in parts
+    )
+    return f"<nav><h2>Figures</h2><ol>{items}</ol></nav>"
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; color: #222;
+       max-width: 1280px; margin: 0 auto; padding: 0 24px 48px; line-height: 1.45; background: #fff; }
+header { border-bottom: 2px solid #1f63b4; margin-bottom: 8px; }
+h1 { font-size: 1.6em; margin: 20px 0 4px; }
+h2 { font-size: 1.2em; margin: 28px 0 8px; color: #1a3d6d; }
+h3 { font-size: 1.0em; margin: 16px 0 6px; }
+.meta { color: #666; font-size: 0.85em; margin: 0 0 10px; }
+.summary { background: #f6f8fb; border: 1px solid #dde3ec; border-radius: 6px; padding: 4px 20px 12px; }
+.summary h2:first-child { margin-top: 14px; }
+.recommendation { border-left: 4px solid #1f63b4; padding: 2px 12px; background: #fff; }
+.recommendation p { margin: 6px 0; }
+.caveats li { margin: 3px 0; }
+.caveats { color: #7a2a12; }
+.missing, .missing-list { color: #7a5a00; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 6px 0; }
+th, td { border-bottom: 1px solid #e2e2e2; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f0f3f7; }
+.ci { color: #777; }
+.unbracketed { color: #a0521d; }
+.caption { color: #444; font-size: 0.9em; max-width: 1000px; }
+nav ol { columns: 2; font-size: 0.92em; }
+section { margin-bottom: 12px; }
+.figure { border: 1px solid #eee; border-radius: 4px; }
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+<script type="text/javascript">{plotlyjs}</script>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""

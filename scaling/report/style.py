@@ -1,0 +1,121 @@
+"""Shared visual vocabulary of the report: one colour per model size, one dash per token budget,
+one colour per objective, a colour scale for decay, and a log decay axis that can show decay = 0."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from plotly.colors import sample_colorscale
+
+from scaling.fit.table import human
+
+OBJECTIVE_COLOURS = {"val_loss": "#1f63b4", "ft_score": "#c0392b"}
+OBJECTIVE_NAMES = {"val_loss": "loss-optimal", "ft_score": "plasticity-optimal"}
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+DECAY_SCALE = "Viridis"
+FONT = dict(family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif", size=12)
+PANEL_HEIGHT = 340
+
+
+def size_colours(n_values: Iterable[float]) -> dict[float, str]:
+    """Sizes ordered small -> large, dark purple -> green (Viridis without its pale yellow end)."""
+    ns = sorted(set(float(n) for n in n_values))
+    if len(ns) == 1:
+        return {ns[0]: sample_colorscale(DECAY_SCALE, [0.35])[0]}
+    return dict(zip(ns, sample_colorscale(DECAY_SCALE, list(np.linspace(0.0, 0.8, len(ns))))))
+
+
+def tpp_dashes(tpps: Iterable[float]) -> dict[float, str]:
+    ts = sorted(set(float(t) for t in tpps))
+    return {t: DASHES[i % len(DASHES)] for i, t in enumerate(ts)}
+
+
+def tpp_colours(tpps: Iterable[float]) -> dict[float, str]:
+    ts = sorted(set(float(t) for t in tpps))
+    if len(ts) == 1:
+        return {ts[0]: "#444444"}
+    return dict(zip(ts, sample_colorscale("Plasma", list(np.linspace(0.0, 0.75, len(ts))))))
+
+
+def size_label(n: float) -> str:
+    return f"N = {human(n)}"
+
+
+def tpp_label(t: float) -> str:
+    return f"{t:g} TPP"
+
+
+class DecayAxis:
+    """A log decay axis. decay = 0 (no weight decay) has no place on a log axis, so it is drawn a
+    decade below the smallest positive decay searched and labelled '0'."""
+
+    def __init__(self, decays: Iterable[float]):
+        values = np.asarray([float(d) for d in decays if math.isfinite(float(d))], dtype=float)
+        positive = values[values > 0]
+        self.has_zero = bool((values == 0).any())
+        self.low = float(positive.min()) if positive.size else 1e-3
+        self.high = float(positive.max()) if positive.size else 1.0
+        self.zero_at = self.low / 10.0
+
+    def x(self, decay) -> np.ndarray:
+        d = np.asarray(decay, dtype=float)
+        return np.where(d > 0, d, self.zero_at)
+
+    def log10(self, decay) -> np.ndarray:
+        return np.log10(self.x(decay))
+
+    def label(self, decay: float) -> str:
+        return "0" if decay <= 0 else f"{decay:.3g}"
+
+    def ticks(self, low: float | None = None, high: float | None = None) -> dict:
+        """tickvals/ticktext for a log axis: powers of ten in range, plus '0' where decay 0 sits."""
+        lo = min(self.low, low) if low else self.low
+        hi = max(self.high, high) if high else self.high
+        vals = [10.0**k for k in range(math.floor(math.log10(lo) - 1e-9), math.ceil(math.log10(hi) + 1e-9) + 1)]
+        vals = [v for v in vals if v > (self.zero_at if self.has_zero else 0) * 1.5]
+        text = [_pow10(v) for v in vals]
+        if self.has_zero:
+            vals, text = [self.zero_at, *vals], ["0", *text]
+        return dict(tickvals=vals, ticktext=text)
+
+    def colour_ticks(self) -> dict:
+        """Colour-bar ticks for log10 decay."""
+        t = self.ticks()
+        return dict(tickvals=[math.log10(v) for v in t["tickvals"]], ticktext=t["ticktext"])
+
+
+def _pow10(v: float) -> str:
+    k = round(math.log10(v))
+    return f"{v:g}" if -2 <= k <= 2 else f"1e{k}"
+
+
+def log_ticks(low: float, high: float) -> dict:
+    """Readable ticks for a log axis of sizes, token ratios or timescales: powers of ten when the
+    range spans two decades or more, else 1-2-5 steps, labelled like '30k'."""
+    if not (low > 0 and high > 0 and math.isfinite(low) and math.isfinite(high)):
+        return {}
+    k0, k1 = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    steps = (1,) if k1 - k0 > 2 else (1, 2, 5)
+    vals = [m * 10.0**k for k in range(k0, k1 + 1) for m in steps]
+    vals = [v for v in vals if low <= v <= high]
+    if len(vals) < 2:
+        vals = [m * 10.0**k for k in range(k0, k1 + 1) for m in (1, 2, 3, 5)]
+        vals = [v for v in vals if low <= v <= high] or [low, high]
+    return dict(tickvals=vals, ticktext=[human(v) for v in vals])
+
+
+def base_layout(title: str | None = None, height: int = PANEL_HEIGHT, **extra) -> dict:
+    layout = dict(
+        template="plotly_white",
+        font=FONT,
+        height=height,
+        margin=dict(l=60, r=20, t=70 if title else 40, b=50),
+        legend=dict(font=dict(size=11), tracegroupgap=2),
+        hoverlabel=dict(font_size=11),
+    )
+    if title:
+        layout["title"] = dict(text=title, x=0.0, xanchor="left", font=dict(size=14))
+    layout.update(extra)
+    return layout

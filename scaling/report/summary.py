@@ -1,0 +1,233 @@
+"""The report's opening in plain words: what the study found, what it recommends, and every
+caveat. All numbers are computed from the tables and fits here; nothing is a stock phrase about
+the expected science."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scaling.fit import DecayLaw
+from scaling.fit.table import human
+from scaling.report.analysis import ReportFit
+from scaling.report.data import MECHANISMS, StudyTables
+
+SAME_WITHIN = 1.15  # ratios of decays closer to 1 than this are "about the same"
+
+
+@dataclass(frozen=True)
+class Summary:
+    findings: tuple[str, ...]
+    recommendation: tuple[str, ...]
+    caveats: tuple[str, ...]
+    missing: tuple[str, ...]  # parts of the report that could not be drawn, and why
+
+
+def summarise(tables: StudyTables, rfit: ReportFit) -> Summary:
+    return Summary(
+        findings=tuple(_findings(tables, rfit)),
+        recommendation=tuple(_recommendation(rfit)),
+        caveats=tuple(dict.fromkeys(_caveats(tables, rfit))),
+        missing=tuple(missing_parts(tables, rfit)),
+    )
+
+
+def ratio_phrase(ratio: float, what: str) -> str:
+    """3.04, 'the loss-optimal one' -> '3x the loss-optimal one'; 0.5 -> '2x smaller than ...'."""
+    if not (math.isfinite(ratio) and ratio > 0):
+        return f"not comparable with {what}"
+    if 1 / SAME_WITHIN <= ratio <= SAME_WITHIN:
+        return f"about the same as {what} (ratio {ratio:.2g})"
+    if ratio > 1:
+        return f"{ratio:.2g}x {what}"
+    return f"{1 / ratio:.2g}x smaller than {what}"
+
+
+def decay_ratios(rfit: ReportFit) -> pd.DataFrame:
+    """Per cell with both optima: loss-optimal and plasticity-optimal decay*, their ratio, and
+    whether both are bracketed (estimates) or not (best searched values)."""
+    rows = []
+    for lo in rfit.optima_for("val_loss"):
+        pl = rfit.optimum("ft_score", lo.cell)
+        if pl is None:
+            continue
+        ratio = pl.decay_opt / lo.decay_opt if lo.decay_opt > 0 and pl.decay_opt > 0 else math.nan
+        rows.append(dict(cell=lo.cell, n_params=lo.n_params, tpp=lo.tpp, loss_opt=lo.decay_opt,
+                         plastic_opt=pl.decay_opt, ratio=ratio, both_bracketed=lo.bracketed and pl.bracketed))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def tradeoff(trials: pd.DataFrame) -> pd.DataFrame:
+    """Model-free price of plasticity per cell, from per-decay means: how much base loss the decay
+    with the best ft_score gives up, and how much ft_score the decay with the best loss gives up."""
+    rows = []
+    for cell, t in trials.groupby("cell"):
+        m = t.groupby("decay")[["val_loss", "ft_score"]].mean().dropna()
+        if len(m) < 2:
+            continue
+        at_plastic = m.loc[m["ft_score"].idxmax()]
+        at_loss = m.loc[m["val_loss"].idxmin()]
+        rows.append(dict(cell=cell, loss_cost=at_plastic["val_loss"] - at_loss["val_loss"],
+                         score_gain=at_plastic["ft_score"] - at_loss["ft_score"]))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _findings(tables: StudyTables, rfit: ReportFit) -> list[str]:
+    t = tables.trials
+    decays = sorted(t["decay"].unique())
+    ns = sorted(t["n_params"].unique())
+    tpps = sorted(t["tpp"].round(6).unique())
+    seeds = t.groupby(["cell", "decay"]).size()
+    out = [
+        f"{len(t)} trials in {t['cell'].nunique()} cells: N from {human(ns[0])} to {human(ns[-1])} "
+        f"({len(ns)} size{'s' if len(ns) > 1 else ''}) at {', '.join(f'{x:g}' for x in tpps)} tokens per parameter; "
+        f"{len(decays)} decays searched from {decays[0]:.3g} to {decays[-1]:.3g}, "
+        f"{_count_text(seeds)} per decay."
+    ]
+    if tables.failed is not None and len(tables.failed):
+        kinds = tables.failed["fail_kind"].value_counts() if "fail_kind" in tables.failed.columns else pd.Series(dtype=int)
+        detail = f" ({', '.join(f'{v} {k}' for k, v in kinds.items())})" if len(kinds) else ""
+        decay_list = ""
+        if "decay" in tables.failed.columns:
+            decay_list = "; at decay " + ", ".join(f"{d:.3g}" for d in sorted(tables.failed["decay"].dropna().unique()))
+        out.append(f"{len(tables.failed)} planned trials failed{detail}{decay_list}; they are not in the figures.")
+
+    ratios = decay_ratios(rfit)
+    if not ratios.empty:
+        good = ratios[ratios["both_bracketed"] & np.isfinite(ratios["ratio"])]
+        basis = "both optima bracketed"
+        if good.empty:
+            good = ratios[np.isfinite(ratios["ratio"])]
+            basis = "best searched decays: the optima are not bracketed, so this is rough"
+        if not good.empty:
+            med = float(np.median(good["ratio"]))
+            spread = (f"; per cell from {good['ratio'].min():.2g}x to {good['ratio'].max():.2g}x" if len(good) > 1 else "")
+            out.append(
+                f"The plasticity-optimal decay is {ratio_phrase(med, 'the loss-optimal one')} at these sizes "
+                f"(median over {len(good)} cell{'s' if len(good) > 1 else ''}, {basis}{spread})."
+            )
+    if tables.has("ft_score"):
+        trade = tradeoff(t)
+        if not trade.empty:
+            cost, gain = float(np.median(trade["loss_cost"])), float(np.median(trade["score_gain"]))
+            if cost > 0 or gain > 0:
+                out.append(
+                    f"Choosing the decay with the best fine-tuned score instead of the one with the best base loss "
+                    f"costs {cost:+.3g} nats/token of base val_loss and changes ft_score by {gain:+.3g} "
+                    f"(medians over {len(trade)} cells, per-decay means of the trials)."
+                )
+            else:
+                out.append("In every cell the same decay gives the best base loss and the best fine-tuned score.")
+    for objective in ("val_loss", "ft_score"):
+        law = rfit.law(objective)
+        if law is not None:
+            out.append(_law_sentence(law))
+    return out
+
+
+def _count_text(seeds: pd.Series) -> str:
+    lo, hi = int(seeds.min()), int(seeds.max())
+    return f"{lo} trial" + ("s" if lo > 1 else "") if lo == hi else f"{lo} to {hi} trials"
+
+
+def _law_sentence(law: DecayLaw) -> str:
+    name = "loss-optimal" if law.objective == "val_loss" else "plasticity-optimal"
+    terms = {"ln_n": "N", "ln_d": "D", "ln_tpp": "TPP"}
+    parts, words = [], []
+    for c in law.coefficients:
+        if c.term == "const":
+            continue
+        var = terms.get(c.term, c.term)
+        parts.append(f"{var}^{c.value:.2g} ({round(100 * law.ci_level)}% CI {c.low:.2g} to {c.high:.2g})")
+        if c.low > 0:
+            words.append(f"grows with {var}")
+        elif c.high < 0:
+            words.append(f"shrinks with {var}")
+        else:
+            words.append(f"has no clear trend with {var}")
+    return (f"Across {law.n_cells} cells the {name} decay* scales as {' x '.join(parts)}: it "
+            f"{' and '.join(words)} ({law.formula}).")  # fmt: skip
+
+
+def _recommendation(rfit: ReportFit) -> list[str]:
+    rec, budget = rfit.recommendation, rfit.next_budget
+    if rec is None:
+        return [f"No recommendation for the {budget.describe()}: no decay law could be fitted."]
+    out = [f"For the {budget.describe()}:"]
+    for name, choice in (("loss-optimal", rec.decay_loss_opt), ("plasticity-optimal", rec.decay_plastic_opt)):
+        if choice is None:
+            out.append(f"{name} decay: no law.")
+            continue
+        loss = (f"; expected base val_loss {choice.expected_val_loss:.4g}"
+                if choice.expected_val_loss is not None and math.isfinite(choice.expected_val_loss) else "")  # fmt: skip
+        out.append(
+            f"{name} decay {choice.value:.3g} ({round(100 * choice.level)}% prediction interval "
+            f"{choice.low:.3g} to {choice.high:.3g}, a factor of {choice.high / choice.low:.3g} wide){loss}; "
+            f"{'backtested' if choice.label == 'backtested' else 'a GUESS: its law could not be backtested'}."
+        )
+    if rec.loss_cost is not None and math.isfinite(rec.loss_cost):
+        out.append(f"Pretraining at the plasticity-optimal decay is expected to cost {rec.loss_cost:+.3g} nats/token "
+                   "of base loss.")  # fmt: skip
+    return out
+
+
+def _caveats(tables: StudyTables, rfit: ReportFit) -> list[str]:
+    out: list[str] = []
+    out += list(tables.notes)
+    out += list(rfit.problems)
+    out += list(rfit.warnings)
+    for o in rfit.optima:
+        if not o.bracketed:
+            out.append(f"{o.objective} optimum in {o.cell} is not bracketed: {o.reason}")
+    rec = rfit.recommendation
+    if rec is not None:
+        ex = rec.extrapolation
+        if ex.is_extrapolation:
+            out.append("The recommendation is an extrapolation: " + "; ".join(ex.notes) + ".")
+        for bt in rec.backtests:
+            if bt.available:
+                out.append(
+                    f"Backtest of the {bt.objective} law (largest N = {human(bt.held_out_n_params)} held out, refit on "
+                    f"{bt.n_train_cells} cells): predicted decay* off by x{math.exp(bt.mean_abs_log_error):.2f} on "
+                    f"average (worst x{bt.max_factor:.2f}); {bt.n_inside} of {len(bt.cases)} realised optima inside the "
+                    f"{round(100 * bt.level)}% prediction interval."
+                )
+            else:
+                out.append(f"No backtest of the {bt.objective} law: {bt.reason}.")
+        out += list(rec.warnings)
+        for choice in (rec.decay_loss_opt, rec.decay_plastic_opt):
+            if choice is not None and choice.low > 0 and choice.high / choice.low > 10:
+                out.append(f"The {choice.objective} recommendation's interval spans a factor of "
+                           f"{choice.high / choice.low:.3g}: the study pins it down poorly.")  # fmt: skip
+    seeds = tables.trials.groupby(["cell", "decay"]).size()
+    if int(seeds.max()) == 1:
+        out.append("One trial per (cell, decay): the per-cell intervals resample trials, not seeds, and are rough.")
+    return out
+
+
+def missing_parts(tables: StudyTables, rfit: ReportFit) -> list[str]:
+    out = []
+    if not tables.has("ft_score"):
+        out.append("No fine-tuning results (ft_score): the fine-tuning figures, the Pareto fronts and the "
+                   "plasticity-optimal decay are left out.")  # fmt: skip
+    elif not tables.tasks:
+        out.append("No per-task columns (ft_<task>_after): the per-task figure is left out.")
+    if not any(tables.has(c) for c in MECHANISMS):
+        out.append(f"No mechanism columns ({', '.join(MECHANISMS)}): the mechanisms figure is left out.")
+    if tables.curves is None:
+        out.append("No curves.csv: the training curves are left out.")
+    if rfit.fit is None or rfit.fit.surface is None:
+        out.append("The loss surface could not be fitted: " + surface_reason(rfit))
+    if tables.trials["cell"].nunique() == 1:
+        out.append("A single (N, D) cell: no decay law, no recommendation; only this cell's optima are shown.")
+    return out
+
+
+def surface_reason(rfit: ReportFit) -> str:
+    for w in (*rfit.warnings, *rfit.problems):
+        if "loss surface" in w:
+            return w
+    return "it needs the fits of several N and D (6 or more cells, 2 or more of each)."
