@@ -246,7 +246,7 @@ def _surface_only(df, source, n_bootstrap, seed, ci_level, drop_highest_loss) ->
         mode="surface",
         n_trials=len(table),
         n_cells=int(table.groupby(["n_params", "n_tokens"]).ngroups),
-        objectives=(("val_loss", "min"),),
+        objectives=(),  # no decay, so no decay objectives: the surface is the whole fit
         surface=surface,
         optima=(),
         laws=(),
