@@ -57,7 +57,7 @@ def synthetic_study(
             cell = f"{human(n)}@{tpp:g}tpp"
             loss_opt = math.log(0.3 * (n / 1e5) ** 0.1 * (tpp / 20) ** -0.3) + rng.normal(0, 0.1)
             plastic_opt = loss_opt + math.log(plastic_factor) + rng.normal(0, 0.1)
-            base = 1.9 + 300 * n**-0.35 + 800 * d**-0.35
+            base = 1.9 + 40 * n**-0.35 + 100 * d**-0.35  # about 3.5 to 5 nats/token
             skill = 0.3 + 0.05 * math.log10(n / 1e4)
             for number, decay in enumerate(decays):
                 x = math.log(decay) if decay > 0 else math.log(1e-5)

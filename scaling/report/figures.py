@@ -306,7 +306,7 @@ def decay_laws(tables: StudyTables, rfit: ReportFit) -> go.Figure:
         optima = rfit.optima_for(objective)
         _optima_points(fig, optima, "n_params", "decay_opt", axis, colour, f"{name} decay* per cell", shown, 1, 1)
         _optima_points(fig, optima, "tpp", "decay_opt", axis, colour, f"{name} decay* per cell", shown, 1, 2)
-        y_values += [o.decay_opt for o in optima if o.decay_opt > 0]
+        y_values += [v for o in optima for v in (o.decay_opt, o.low, o.high)]
         choice = None
         if rec is not None:
             choice = rec.decay_loss_opt if objective == "val_loss" else rec.decay_plastic_opt
@@ -346,9 +346,9 @@ def decay_laws(tables: StudyTables, rfit: ReportFit) -> go.Figure:
         text=f"extrapolation:<br>{budget.factor:g}x largest N<br>at {budget.tpp:g} TPP", font=dict(size=10, color="#7a5a00"),
     )  # fmt: skip
     if not any(rfit.law(o) for o in objectives):
-        why = "; ".join(rfit.problems) or "no decay law could be fitted"
-        fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, text=_wrap(why, 80),
-                           bgcolor="rgba(255,255,255,0.85)", bordercolor="#c0392b", font=dict(size=12))  # fmt: skip
+        fig.add_annotation(x=0.5, y=1.0, xref="paper", yref="paper", yanchor="bottom", yshift=24, showarrow=False,
+                           text="no decay law could be fitted (see the caveats); only per-cell optima are drawn",
+                           font=dict(size=12, color="#c0392b"))  # fmt: skip
     finite = [v for v in y_values if math.isfinite(v) and v > 0]
     lo, hi = (min(finite), max(finite)) if finite else (axis.low, axis.high)
     if any(o.decay_opt <= 0 for o in rfit.optima):  # drawn at the '0' tick below the log range
@@ -440,10 +440,10 @@ def loss_surface(tables: StudyTables, rfit: ReportFit) -> go.Figure:
     )  # fmt: skip
     fig.update_xaxes(type="log", title_text="N (non-embedding parameters)", **log_ticks(n_grid[0], n_grid[-1]))
     fig.update_yaxes(title_text="val_loss (nats/token)", row=1, col=1)
-    fig.update_yaxes(title_text="ln(observed / fitted)", tickformat=".2g", row=1, col=2)
+    fig.update_yaxes(title_text="ln(observed / fitted)", tickformat=".2~g", row=1, col=2)
     fig.update_layout(**base_layout(
         f"Loss surface through {surface.n_points} cells<br><span style='font-size:11px'>{text}</span>",
-        height=PANEL_HEIGHT + 60, margin=dict(l=60, r=20, t=90, b=50)))  # fmt: skip
+        height=PANEL_HEIGHT + 70, margin=dict(l=60, r=20, t=105, b=50)))  # fmt: skip
     return fig
 
 
@@ -529,13 +529,3 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r}, {g}, {b}, {alpha})"
 
-
-def _wrap(text: str, width: int) -> str:
-    words, lines, line = text.split(), [], ""
-    for w in words:
-        if len(line) + len(w) + 1 > width and line:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    return "<br>".join([*lines, line])

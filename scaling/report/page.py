@@ -16,7 +16,7 @@ from scaling.fit.table import human
 from scaling.report import figures
 from scaling.report.analysis import ReportFit
 from scaling.report.data import MECHANISMS, StudyTables
-from scaling.report.summary import Summary, decay_ratios, summarise
+from scaling.report.summary import Summary, decay_ratios, summarise, surface_reason
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
 
@@ -68,7 +68,7 @@ _SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None]
     ("loss-surface", "Loss surface",
      "L(N, D) = E + A N^-alpha + B D^-beta (Chinchilla approach 3, Huber on log residuals) fitted through each "
      "cell's val_loss at its loss-optimal decay; right: log residuals of that fit.",
-     lambda t, f: None if f.fit is not None and f.fit.surface is not None else "not fitted",
+     lambda t, f: None if f.fit is not None and f.fit.surface is not None else surface_reason(f),
      figures.loss_surface),
     ("mechanisms", "Mechanisms",
      "Linear-probe accuracy on frozen hidden states, effective rank of the attention query-key product, and the "
@@ -112,7 +112,7 @@ def render(tables: StudyTables, rfit: ReportFit, *, title: str | None = None) ->
             body.append(f"<p class='caption'>{_e(s.caption)}</p><div class='figure' data-figure='{s.id}'>{div}</div>")
             drawn.append(s.id)
         else:
-            body.append(f"<p class='missing'>Not drawn: {_e(s.missing or '')}.</p>")
+            body.append(f"<p class='missing'>Not drawn: {_e((s.missing or '').rstrip('.'))}.</p>")
         body.append("</section>")
     page = _PAGE.format(title=_e(name), css=_CSS, plotlyjs=get_plotlyjs(), body="\n".join(body))
     return RenderedReport(html=page, figure_ids=tuple(drawn), summary=summary)
@@ -172,10 +172,13 @@ def _optima_table(tables: StudyTables, rfit: ReportFit) -> str:
             row += [_opt_cell(pl), f"{r:.2g}x" if math.isfinite(r) else "-"]
         rows.append(row)
     cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    note = ""
+    if any(not o.bracketed for o in rfit.optima):
+        note = ("<p class='caption'>* not bracketed: the best searched decay, at the edge of the grid (the caveats "
+                "say why); no interval is given for it.</p>")  # fmt: skip
     return (f"<section id='optima'><h2>Per-cell optima</h2><table><thead><tr>"
             + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{cells}</tbody></table>"
-            "<p class='caption'>* not bracketed: the best searched decay, at the edge of the grid (hover a "
-            "hollow star in the figures for the reason); no interval is given for it.</p></section>")  # fmt: skip
+            f"{note}</section>")  # fmt: skip
 
 
 def _opt_cell(o) -> str:

@@ -70,12 +70,17 @@ class DecayAxis:
         return "0" if decay <= 0 else f"{decay:.3g}"
 
     def ticks(self, low: float | None = None, high: float | None = None) -> dict:
-        """tickvals/ticktext for a log axis: powers of ten in range, plus '0' where decay 0 sits."""
-        lo = min(self.low, low) if low else self.low
-        hi = max(self.high, high) if high else self.high
-        vals = [10.0**k for k in range(math.floor(math.log10(lo) - 1e-9), math.ceil(math.log10(hi) + 1e-9) + 1)]
+        """tickvals/ticktext for a log axis over [low, high] (default: the searched decays): powers
+        of ten (1-2-5 steps when the range spans less than two decades), plus '0' where decay 0 sits."""
+        lo = low if low else self.low
+        hi = high if high else self.high
+        k0, k1 = math.floor(math.log10(lo) - 1e-9), math.ceil(math.log10(hi) + 1e-9)
+        steps = (1,) if math.log10(hi / lo) >= 2 else (1, 2, 5)
+        vals = [m * 10.0**k for k in range(k0, k1 + 1) for m in steps]
+        if steps != (1,):
+            vals = [v for v in vals if lo / 2.5 <= v <= hi * 2.5]
         vals = [v for v in vals if v > (self.zero_at if self.has_zero else 0) * 1.5]
-        text = [_pow10(v) for v in vals]
+        text = [_tick(v) for v in vals]
         if self.has_zero:
             vals, text = [self.zero_at, *vals], ["0", *text]
         return dict(tickvals=vals, ticktext=text)
@@ -86,9 +91,12 @@ class DecayAxis:
         return dict(tickvals=[math.log10(v) for v in t["tickvals"]], ticktext=t["ticktext"])
 
 
-def _pow10(v: float) -> str:
-    k = round(math.log10(v))
-    return f"{v:g}" if -2 <= k <= 2 else f"1e{k}"
+def _tick(v: float) -> str:
+    k = math.floor(math.log10(v) + 1e-9)
+    if -2 <= k <= 2:
+        return f"{v:g}"
+    m = round(v / 10.0**k)
+    return f"1e{k}" if m == 1 else f"{m}e{k}"
 
 
 def log_ticks(low: float, high: float) -> dict:

@@ -81,11 +81,12 @@ def _findings(tables: StudyTables, rfit: ReportFit) -> list[str]:
     ns = sorted(t["n_params"].unique())
     tpps = sorted(t["tpp"].round(6).unique())
     seeds = t.groupby(["cell", "decay"]).size()
+    n_cells = t["cell"].nunique()
+    sizes = f"N from {human(ns[0])} to {human(ns[-1])} ({len(ns)} sizes)" if len(ns) > 1 else f"N = {human(ns[0])}"
     out = [
-        f"{len(t)} trials in {t['cell'].nunique()} cells: N from {human(ns[0])} to {human(ns[-1])} "
-        f"({len(ns)} size{'s' if len(ns) > 1 else ''}) at {', '.join(f'{x:g}' for x in tpps)} tokens per parameter; "
-        f"{len(decays)} decays searched from {decays[0]:.3g} to {decays[-1]:.3g}, "
-        f"{_count_text(seeds)} per decay."
+        f"{len(t)} trials in {n_cells} cell{'s' if n_cells > 1 else ''}: {sizes} at "
+        f"{', '.join(f'{x:g}' for x in tpps)} tokens per parameter; "
+        f"{len(decays)} decays searched from {decays[0]:.3g} to {decays[-1]:.3g}, {_count_text(seeds)} per decay."
     ]
     if tables.failed is not None and len(tables.failed):
         kinds = tables.failed["fail_kind"].value_counts() if "fail_kind" in tables.failed.columns else pd.Series(dtype=int)
