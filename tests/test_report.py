@@ -239,5 +239,10 @@ def test_report_draws_every_figure_in_headless_chromium_offline(browser, folder,
     for fig in drawn:
         assert fig["plots"] == 1 and fig["svgs"] >= 1 and fig["traces"] > 0, fig
     assert browser.execute_script("return typeof Plotly") == "object"
+    # the loss figure opens relative to each cell's best; its first button shows the measured values
+    title = "return document.querySelector('#fig-loss-vs-decay .g-ytitle').textContent"
+    assert "above the cell's best" in browser.execute_script(title)
+    browser.find_elements("css selector", "#fig-loss-vs-decay .updatemenu-button")[0].click()
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script(title) == "val_loss (nats/token)")
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []

@@ -13,7 +13,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from scaling.fit import CellOptimum, DecayLaw
-from scaling.fit.table import human
+from scaling.fit.table import direction_of, human
 from scaling.report.analysis import ReportFit
 from scaling.report.data import StudyTables, curves_with_decay
 from scaling.report.style import (
@@ -67,6 +67,48 @@ def _means(trials: pd.DataFrame, column: str) -> pd.DataFrame:
     return out.join(meta, on="cell").sort_values(["n_params", "tpp", "decay"])
 
 
+def _cell_best(trials: pd.DataFrame, column: str) -> dict[str, float]:
+    """Each cell's best per-decay mean of `column` (lowest for a loss, highest otherwise)."""
+    means = _means(trials, column)
+    agg = "min" if direction_of(column) == "min" else "max"
+    return means.groupby("cell")["mean"].agg(agg).to_dict()
+
+
+class _Views:
+    """Two views of a figure's y values, switched by buttons: as measured, and relative to each
+    cell's best per-decay mean (the shape of the decay dependence without the size-to-size offset,
+    which otherwise flattens every curve)."""
+
+    def __init__(self) -> None:
+        self.index: list[int] = []
+        self.absolute: list[np.ndarray] = []
+        self.relative: list[np.ndarray] = []
+
+    def add(self, fig: go.Figure, y, offset: float) -> None:
+        y = np.asarray(y, dtype=float)
+        self.index.append(len(fig.data) - 1)
+        self.absolute.append(y)
+        self.relative.append(y - offset)
+
+    def install(self, fig: go.Figure, titles: dict[str, tuple[str, str]], relative: bool) -> None:
+        """titles: {layout y-axis name: (absolute title, relative title)}; `relative`: start so."""
+        if relative:
+            for i, y in zip(self.index, self.relative):
+                fig.data[i].y = y
+            for axis, (_, rel) in titles.items():
+                fig.layout[axis].title.text = rel
+
+        def view(ys, k):
+            return [{"y": [list(y) for y in ys]}, {f"{a}.title.text": t[k] for a, t in titles.items()}, self.index]
+
+        fig.update_layout(updatemenus=[dict(
+            type="buttons", direction="right", x=1.0, xanchor="right", y=1.0, yanchor="bottom", pad=dict(b=28),
+            showactive=True, active=1 if relative else 0, font=dict(size=11),
+            buttons=[dict(label="as measured", method="update", args=view(self.absolute, 0)),
+                     dict(label="relative to each cell's best", method="update", args=view(self.relative, 1))],
+        )])  # fmt: skip
+
+
 def _decay_xaxis(fig: go.Figure, axis: DecayAxis, row: int, col: int, title: str | None = "decay") -> None:
     fig.update_xaxes(type="log", title_text=title, row=row, col=col, **axis.ticks())
 
@@ -87,9 +129,11 @@ def _draw_metric(
     dash_of=lambda cell_rows: "solid",
     name_of,
     shown: set,
+    views: _Views | None = None,
 ) -> None:
     """Lines of per-decay means, one per cell, plus each trial as a faint dot."""
     means = _means(trials, column)
+    best = _cell_best(trials, column) if views is not None else {}
     for cell, m in means.groupby("cell", sort=False):
         colour, name = colour_of(m), name_of(m)
         seeds = m["count"].to_numpy()
@@ -103,15 +147,20 @@ def _draw_metric(
             hovertemplate=_hover(cell, f"mean {column}"),
         ), row=row, col=col)  # fmt: skip
         shown.add(name)
+        if views is not None:
+            views.add(fig, m["mean"], best[cell])
         raw = trials[(trials["cell"] == cell) & np.isfinite(trials[column].to_numpy(dtype=float))]
         if (seeds > 1).any():
             fig.add_trace(go.Scatter(
                 x=axis.x(raw["decay"]), y=raw[column], mode="markers", showlegend=False, legendgroup=name,
                 marker=dict(size=4, color=colour, opacity=0.35), hoverinfo="skip",
             ), row=row, col=col)  # fmt: skip
+            if views is not None:
+                views.add(fig, raw[column], best[cell])
 
 
-def _draw_optima(fig, optima: list[CellOptimum], axis: DecayAxis, row, col, colour_of, shown: set, label: str):
+def _draw_optima(fig, optima: list[CellOptimum], axis: DecayAxis, row, col, colour_of, shown: set, label: str,
+                 views: _Views | None = None, best: dict[str, float] | None = None):
     """decay* of each cell as a star on its curve, with its interval as a horizontal bar;
     hollow when not bracketed (then it is the best searched decay, not an estimate)."""
     for o in optima:
@@ -131,23 +180,27 @@ def _draw_optima(fig, optima: list[CellOptimum], axis: DecayAxis, row, col, colo
             error_x=err, hovertemplate=f"{o.cell}: {label}<br>{note}<extra></extra>",
         ), row=row, col=col)  # fmt: skip
         shown.add(name)
+        if views is not None:
+            views.add(fig, [o.value_at_opt], best.get(o.cell, math.nan))
 
 
 # ----------------------------------------------------------------------------- figures
 
 
 def loss_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
-    """Base val_loss vs decay: one panel per token budget (TPP), one line per size, decay*_loss marked."""
-    return _objective_vs_decay(tables, rfit, ["val_loss"], "Base model: val_loss vs weight decay")
+    """Base val_loss vs decay: one panel per token budget (TPP), one line per size, decay*_loss
+    marked. Opens relative to each cell's best loss: sizes differ far more than decays do."""
+    return _objective_vs_decay(tables, rfit, ["val_loss"], "Base model: val_loss vs weight decay", relative=True)
 
 
 def finetune_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
     """ft_score and ft_gain vs decay, per token budget, one line per size; decay*_plastic marked."""
     columns = [c for c in ("ft_score", "ft_gain") if tables.has(c)]
-    return _objective_vs_decay(tables, rfit, columns, "After fine-tuning: score and gain vs weight decay")
+    return _objective_vs_decay(tables, rfit, columns, "After fine-tuning: score and gain vs weight decay",
+                               relative=False)  # fmt: skip
 
 
-def _objective_vs_decay(tables: StudyTables, rfit: ReportFit, columns: list[str], title: str) -> go.Figure:
+def _objective_vs_decay(tables: StudyTables, rfit: ReportFit, columns: list[str], title: str, relative: bool) -> go.Figure:
     trials = tables.trials
     tpps = _tpps(trials)
     axis = DecayAxis(trials["decay"])
@@ -157,18 +210,24 @@ def _objective_vs_decay(tables: StudyTables, rfit: ReportFit, columns: list[str]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True,
                         horizontal_spacing=0.06, vertical_spacing=0.12 if rows > 1 else 0.0)  # fmt: skip
     shown: set = set()
+    views = _Views()
+    titles: dict[str, tuple[str, str]] = {}
     for r, column in enumerate(columns, start=1):
+        best = _cell_best(trials, column)
         for c, tpp in enumerate(tpps, start=1):
             sub = trials[np.isclose(trials["tpp"], tpp)]
             _draw_metric(fig, sub, column, axis, r, c, colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
-                         name_of=lambda m: size_label(float(m["n_params"].iloc[0])), shown=shown)  # fmt: skip
+                         name_of=lambda m: size_label(float(m["n_params"].iloc[0])), shown=shown, views=views)  # fmt: skip
             if column in OBJECTIVE_NAMES:
                 opts = [o for o in rfit.optima_for(column) if np.isclose(o.tpp, tpp, rtol=1e-4)]
                 _draw_optima(fig, opts, axis, r, c, lambda o: colours.get(o.n_params, "black"), shown,
-                             OBJECTIVE_NAMES[column])  # fmt: skip
+                             OBJECTIVE_NAMES[column], views, best)  # fmt: skip
             _decay_xaxis(fig, axis, r, c, "decay" if r == rows else None)
+        rel = f"{column} {'above' if direction_of(column) == 'min' else 'minus'} the cell's best"
+        titles[fig.get_subplot(r, 1).yaxis.plotly_name] = (LABELS.get(column, column), rel)
         fig.update_yaxes(title_text=LABELS.get(column, column), row=r, col=1)
     fig.update_layout(**base_layout(title, height=PANEL_HEIGHT * rows + 40))
+    views.install(fig, titles, relative)
     return fig
 
 

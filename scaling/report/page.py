@@ -43,12 +43,15 @@ class RenderedReport:
 _SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None], Callable]] = [
     ("loss-vs-decay", "Base loss vs weight decay",
      "Mean val_loss over trials at each decay (dots: single trials; bars: sd over seeds), one line per size, one "
-     "panel per token budget. Stars: each cell's loss-optimal decay* from the local quadratic fit, with its "
-     "bootstrap interval; a hollow star is not bracketed (it is only the best searched decay).",
+     "panel per token budget, drawn relative to each cell's best mean loss so the curves' shapes can be compared "
+     "(the buttons switch to the measured values). Stars: each cell's loss-optimal decay* from the local "
+     "quadratic fit, with its bootstrap interval; a hollow star is not bracketed (it is only the best searched "
+     "decay).",
      lambda t, f: None, figures.loss_vs_decay),
     ("finetune-vs-decay", "Fine-tuned score and fine-tuning gain vs weight decay",
      "ft_score is the mean score after fine-tuning over the study's tasks; ft_gain is that score minus the "
-     "same score before fine-tuning. Stars: each cell's plasticity-optimal decay*.",
+     "same score before fine-tuning. Stars: each cell's plasticity-optimal decay*. The buttons switch to values "
+     "relative to each cell's best.",
      lambda t, f: None if t.has("ft_score") or t.has("ft_gain") else "no ft_score or ft_gain column",
      figures.finetune_vs_decay),
     ("tasks-vs-decay", "Per task",
@@ -68,7 +71,7 @@ _SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None]
     ("loss-surface", "Loss surface",
      "L(N, D) = E + A N^-alpha + B D^-beta (Chinchilla approach 3, Huber on log residuals) fitted through each "
      "cell's val_loss at its loss-optimal decay; right: log residuals of that fit.",
-     lambda t, f: None if f.fit is not None and f.fit.surface is not None else surface_reason(f),
+     lambda t, f: None if f.fit is not None and f.fit.surface is not None else f"the loss surface could not be fitted ({surface_reason(f)})",
      figures.loss_surface),
     ("mechanisms", "Mechanisms",
      "Linear-probe accuracy on frozen hidden states, effective rank of the attention query-key product, and the "
@@ -139,9 +142,9 @@ def _summary_html(s: Summary) -> str:
     out += [f"<p>{_e(x)}</p>" for x in s.recommendation]
     out.append("</div>")
     out.append(f"<h2>Caveats ({len(s.caveats)})</h2>")
-    if s.caveats:
-        out.append("<ul class='caveats'>" + "".join(f"<li>{_e(x)}</li>" for x in s.caveats) + "</ul>")
-    else:
+    for name, items in s.caveat_groups:
+        out.append(f"<h3>{_e(name)}</h3><ul class='caveats'>" + "".join(f"<li>{_e(x)}</li>" for x in items) + "</ul>")
+    if not s.caveats:
         out.append("<p>None raised by the fits.</p>")
     if s.missing:
         out.append("<h3>Not in this report</h3><ul class='missing-list'>")

@@ -22,15 +22,19 @@ SAME_WITHIN = 1.15  # ratios of decays closer to 1 than this are "about the same
 class Summary:
     findings: tuple[str, ...]
     recommendation: tuple[str, ...]
-    caveats: tuple[str, ...]
+    caveat_groups: tuple[tuple[str, tuple[str, ...]], ...]  # (what they qualify, caveats)
     missing: tuple[str, ...]  # parts of the report that could not be drawn, and why
+
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        return tuple(c for _, group in self.caveat_groups for c in group)
 
 
 def summarise(tables: StudyTables, rfit: ReportFit) -> Summary:
     return Summary(
         findings=tuple(_findings(tables, rfit)),
         recommendation=tuple(_recommendation(rfit)),
-        caveats=tuple(dict.fromkeys(_caveats(tables, rfit))),
+        caveat_groups=tuple((name, tuple(items)) for name, items in _caveat_groups(tables, rfit)),
         missing=tuple(missing_parts(tables, rfit)),
     )
 
@@ -175,38 +179,40 @@ def _recommendation(rfit: ReportFit) -> list[str]:
     return out
 
 
-def _caveats(tables: StudyTables, rfit: ReportFit) -> list[str]:
-    out: list[str] = []
-    out += list(tables.notes)
-    out += list(rfit.problems)
-    out += list(rfit.warnings)
-    for o in rfit.optima:
-        if not o.bracketed:
-            out.append(f"{o.objective} optimum in {o.cell} is not bracketed: {o.reason}")
+def _caveat_groups(tables: StudyTables, rfit: ReportFit) -> list[tuple[str, list[str]]]:
+    """Caveats grouped by what they qualify. Every warning the fits raised appears verbatim;
+    lines here only add what the fits do not say (extrapolation, backtest numbers, wide intervals)."""
+    about_rec: list[str] = []
     rec = rfit.recommendation
+    fit_text = " ".join(rfit.warnings)
     if rec is not None:
         ex = rec.extrapolation
         if ex.is_extrapolation:
-            out.append("The recommendation is an extrapolation: " + "; ".join(ex.notes) + ".")
+            about_rec.append("It is an extrapolation: " + "; ".join(ex.notes) + ".")
         for bt in rec.backtests:
             if bt.available:
-                out.append(
+                about_rec.append(
                     f"Backtest of the {bt.objective} law (largest N = {human(bt.held_out_n_params)} held out, refit on "
                     f"{bt.n_train_cells} cells): predicted decay* off by x{math.exp(bt.mean_abs_log_error):.2f} on "
                     f"average (worst x{bt.max_factor:.2f}); {bt.n_inside} of {len(bt.cases)} realised optima inside the "
                     f"{round(100 * bt.level)}% prediction interval."
                 )
-            else:
-                out.append(f"No backtest of the {bt.objective} law: {bt.reason}.")
-        out += list(rec.warnings)
+            elif f"{bt.objective}: no backtest" not in fit_text:
+                about_rec.append(f"No backtest of the {bt.objective} law: {bt.reason}.")
+        # "... is a guess: <backtest reason>" repeats the fit's no-backtest warning
+        about_rec += [w for w in rec.warnings if " is a guess: " not in w and w not in rfit.warnings]
         for choice in (rec.decay_loss_opt, rec.decay_plastic_opt):
             if choice is not None and choice.low > 0 and choice.high / choice.low > 10:
-                out.append(f"The {choice.objective} recommendation's interval spans a factor of "
-                           f"{choice.high / choice.low:.3g}: the study pins it down poorly.")  # fmt: skip
+                about_rec.append(f"The {choice.objective} recommendation's interval spans a factor of "
+                                 f"{choice.high / choice.low:.3g}: the study pins it down poorly.")  # fmt: skip
+    about_fits = list(rfit.problems) + list(rfit.warnings)
+    about_fits += [f"{o.objective} optimum in {o.cell} is not bracketed: {o.reason}" for o in rfit.optima if not o.bracketed]
+    about_data = list(tables.notes)
     seeds = tables.trials.groupby(["cell", "decay"]).size()
     if int(seeds.max()) == 1:
-        out.append("One trial per (cell, decay): the per-cell intervals resample trials, not seeds, and are rough.")
-    return out
+        about_data.append("One trial per (cell, decay): the per-cell intervals resample trials, not seeds, and are rough.")
+    groups = [("The recommendation", about_rec), ("The fits", about_fits), ("The data", about_data)]
+    return [(name, list(dict.fromkeys(items))) for name, items in groups if items]
 
 
 def missing_parts(tables: StudyTables, rfit: ReportFit) -> list[str]:
@@ -221,14 +227,15 @@ def missing_parts(tables: StudyTables, rfit: ReportFit) -> list[str]:
     if tables.curves is None:
         out.append("No curves.csv: the training curves are left out.")
     if rfit.fit is None or rfit.fit.surface is None:
-        out.append("The loss surface could not be fitted: " + surface_reason(rfit))
+        out.append(f"The loss surface could not be fitted ({surface_reason(rfit)}): its figure is left out.")
     if tables.trials["cell"].nunique() == 1:
         out.append("A single (N, D) cell: no decay law, no recommendation; only this cell's optima are shown.")
     return out
 
 
 def surface_reason(rfit: ReportFit) -> str:
+    """Why there is no loss surface, in the fitter's words when it gave any."""
     for w in (*rfit.warnings, *rfit.problems):
-        if "loss surface" in w:
-            return w
-    return "it needs the fits of several N and D (6 or more cells, 2 or more of each)."
+        if w.startswith("loss surface not fitted: "):
+            return w.removeprefix("loss surface not fitted: ").removeprefix("loss surface: ")
+    return "it needs per-cell fits at 6 or more cells, with 2 or more values of both N and D"
