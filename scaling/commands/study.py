@@ -1,0 +1,68 @@
+"""`scaling study run|status|export SPEC`: Optuna studies from a TOML spec."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("study", help="run, inspect and export Optuna studies described by a TOML spec")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    run = actions.add_parser("run", help="plan the spec's trials and run workers until none is left")
+    _common(run)
+    run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    run.add_argument("--n-trials", type=int, default=None, dest="n_trials",
+                     help="trials per cell for a sampler search (overrides the spec; only extends)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads per worker (default: this machine's threads / workers)")
+    run.add_argument("--retry-failed", action="store_true", dest="retry_failed",
+                     help="queue again trials that finally failed (except diverged ones)")
+    run.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    status = actions.add_parser("status", help="per cell: trials complete/running/waiting/failed, best trials, Pareto front")
+    _common(status)
+    status.set_defaults(func=_status)
+
+    export = actions.add_parser("export", help="write results/<name>/trials.csv, curves.csv and failed.csv")
+    _common(export)
+    export.add_argument("--out", default=None, help="output folder (default results/<name>)")
+    export.set_defaults(func=_export)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC", help="a study spec (TOML file, or a name in studies/)")
+    p.add_argument("--storage", default=None,
+                   help="SQLAlchemy URL shared by every worker, e.g. postgresql://user@host:5432/db "
+                        "(default: the spec's, else sqlite:///results/<name>/optuna.db)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from scaling.study import load_spec, run_study
+
+    spec = load_spec(args.spec)
+    report = run_study(spec, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
+                       progress=args.progress and sys.stderr.isatty(), threads=args.threads,
+                       retry_failed=args.retry_failed)
+    print(report.status.to_text())
+    return 0 if report.ok else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from scaling.study import load_spec, study_status
+
+    print(study_status(load_spec(args.spec), storage=args.storage).to_text())
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from scaling.study import export_study, load_spec
+
+    result = export_study(load_spec(args.spec), storage=args.storage, out_dir=args.out)
+    print(f"{result.trials_csv}: {result.n_trials} trials")
+    print(f"{result.curves_csv}: {result.n_curve_rows} curve points")
+    print(f"{result.failed_csv}: {result.n_failed} failed trials")
+    return 0

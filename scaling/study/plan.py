@@ -1,0 +1,115 @@
+"""From a spec to Optuna studies holding every planned trial as a WAITING trial.
+
+One Optuna study per cell, named "<spec>/<size>@<budget>". Per-cell studies keep the samplers
+honest: inside a cell only the decay varies, so TPE/GP/NSGA-II model the objectives as a
+function of decay alone. A single study with the cell as a parameter would make the sampler
+compare the loss of a 13k model with that of a 12m model (a bigger model "wins" whatever its
+decay) and would spend its trial budget on whichever cell looks best instead of on every cell;
+best trials, Pareto fronts and `n_trials` are all per cell, which is what the per-cell optimum
+fits need.
+
+Planning is idempotent and happens under a storage-wide lock, so any number of `study run`
+commands on any number of machines enqueue each planned trial exactly once. Workers only pop
+WAITING trials (an atomic WAITING -> RUNNING change in the storage), never create new ones,
+so every planned trial runs exactly once. A sampler search plans `n_trials` slots whose params
+are left for the sampler to propose when a worker pops the slot.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from scaling.study.spec import Cell, StudySpec
+from scaling.study.storage import retry_storage, storage_lock
+
+OBJECTIVES = ("val_loss", "ft_score")
+DIRECTIONS = ("minimize", "maximize")
+# user attrs every planned trial carries from enqueue through retries
+PLAN_ATTRS = ("plan", "seed", "cell")
+
+
+def open_cell_study(spec: StudySpec, cell: Cell, storage: optuna.storages.BaseStorage,
+                    sampler: optuna.samplers.BaseSampler | None = None, create: bool = True) -> optuna.Study:
+    name = spec.study_name(cell)
+    if not create:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    study = retry_storage(lambda: optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, directions=list(DIRECTIONS),
+        load_if_exists=True))
+    if "cell" not in study.user_attrs:
+        study.set_metric_names(list(OBJECTIVES))
+        study.set_user_attr("spec", spec.name)
+        study.set_user_attr("cell", cell.name)
+        study.set_user_attr("size", cell.size.name)
+        study.set_user_attr("budget", cell.budget.label)
+        study.set_user_attr("decay_search", spec.decay.describe())
+    return study
+
+
+def by_plan_key(trials: Iterable[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
+    """Trials grouped by their plan key, oldest first (a key has several after retries)."""
+    groups: dict[str, list[FrozenTrial]] = defaultdict(list)
+    for t in sorted(trials, key=lambda t: t.number):
+        key = t.user_attrs.get("plan")
+        if key is not None:
+            groups[key].append(t)
+    return dict(groups)
+
+
+def needs_enqueue(trials: list[FrozenTrial], retry_failed: bool) -> bool:
+    """Whether a plan key whose trials are `trials` must be queued (again)."""
+    if not trials:
+        return True
+    last = trials[-1]
+    if last.state != TrialState.FAIL:
+        return False
+    kind = last.user_attrs.get("fail_kind")
+    if kind == "interrupted":  # its re-queue was itself interrupted
+        return True
+    return retry_failed and kind != "diverged"
+
+
+def ensure_planned(spec: StudySpec, storage: optuna.storages.BaseStorage, n_trials: int | None = None,
+                   retry_failed: bool = False, log: Callable[[str], None] | None = None) -> int:
+    """Create every cell's study and enqueue the planned trials it lacks; return how many were
+    enqueued. `retry_failed` re-queues final failures other than divergence (a diverged trial
+    would diverge again: same config, same seed)."""
+    added = 0
+    with storage_lock(storage, f"{spec.name}/.plan-lock", log=log):
+        for cell in spec.cells():
+            study = open_cell_study(spec, cell, storage)
+            groups = by_plan_key(study.get_trials(deepcopy=False))
+            for planned in spec.plan(n_trials):
+                trials = groups.get(planned.key, [])
+                if not needs_enqueue(trials, retry_failed):
+                    continue
+                params: dict[str, Any] = dict(trials[-1].params) if trials else {}
+                if planned.decay is not None:
+                    params["decay"] = planned.decay
+                attrs = {"plan": planned.key, "seed": planned.seed, "cell": cell.name}
+                retry_storage(lambda: study.enqueue_trial(params, user_attrs=attrs))
+                added += 1
+    return added
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, count_retry: bool, max_retry: int) -> bool:
+    """Queue a WAITING copy of a failed trial with the same params (and plan attrs). Counted
+    retries stop after `max_retry`; an interruption is not the trial's fault and is not counted.
+    Mirrors optuna's RetryHeartbeatStaleTrialCallback bookkeeping (failed_trial, retry_history)."""
+    history = list(trial.system_attrs.get("retry_history", []))
+    if count_retry:
+        if len(history) >= max_retry:
+            return False
+        history.append(trial.number)
+    system_attrs = {**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                    "retry_history": history}
+    retry_storage(lambda: study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: trial.user_attrs[k] for k in PLAN_ATTRS if k in trial.user_attrs},
+        system_attrs=system_attrs)))
+    return True

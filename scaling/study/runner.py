@@ -1,0 +1,122 @@
+"""`run_study`: plan the spec's trials, then run K local workers until nothing is left.
+
+K = 1 runs the worker in this process. K > 1 spawns K processes (spawn, not fork: torch and
+database connections do not survive a fork) and splits this machine's CPU threads between
+them. Other machines join by running the same spec against the same storage URL.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+from scaling.errors import ConfigError
+from scaling.study.plan import ensure_planned
+from scaling.study.spec import StudySpec
+from scaling.study.status import StudyStatus, study_status
+from scaling.study.storage import open_storage, safe_url
+from scaling.study.worker import TrialFn, WorkerResult, run_worker
+
+
+@dataclass(frozen=True)
+class RunReport:
+    storage: str
+    enqueued: int
+    workers: tuple[WorkerResult | int, ...]  # a result (in-process) or a process exit code
+    status: StudyStatus
+
+    @property
+    def ok(self) -> bool:
+        """The study has nothing waiting or running (completed or finally failed trials)."""
+        return self.status.finished
+
+
+def cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def run_study(spec: StudySpec, storage: str | None = None, workers: int = 1, n_trials: int | None = None,
+              trial_fn: TrialFn | None = None, progress: bool = True, threads: int | None = None,
+              retry_failed: bool = False) -> RunReport:
+    """Run (or resume, or join) the study described by `spec`.
+
+    storage: any SQLAlchemy URL; default the spec's (a SQLite file under results/<name>/).
+    n_trials: trials per cell for a sampler search (only ever extends the plan).
+    trial_fn: RunConfig -> metrics dict; default the real pipeline. With workers > 1 it must be
+        importable by name (a module-level function) because workers are spawned processes.
+    threads: torch threads per worker; default this machine's threads split between workers
+        (left alone for a single in-process worker unless given).
+    retry_failed: queue again final failures other than divergence (after fixing a bug).
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers: expected a positive integer, got {workers!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads: expected a positive integer, got {threads!r}")
+    if n_trials is not None:
+        if spec.decay.is_grid:
+            raise ConfigError(f"{spec.path}: n_trials: a grid runs each planned trial once; "
+                              "expected no --n-trials for a decay grid")
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+            raise ConfigError(f"n_trials: expected a positive integer, got {n_trials!r}")
+    url = storage or spec.storage_url
+    store = open_storage(url, spec.worker)
+    enqueued = ensure_planned(spec, store, n_trials=n_trials, retry_failed=retry_failed,
+                              log=lambda msg: print(msg, file=sys.stderr))
+    store.engine.dispose()  # spawned workers open their own connections
+    if workers == 1:
+        results: tuple[WorkerResult | int, ...] = (
+            run_worker(spec, url, index=0, trial_fn=trial_fn, progress=progress, threads=threads),)
+        interrupted = results[0].interrupted
+    else:
+        per_worker = threads or max(1, cpu_threads() // workers)
+        results, interrupted = _run_processes(spec, url, workers, trial_fn, progress, per_worker)
+    if interrupted:
+        raise KeyboardInterrupt
+    return RunReport(safe_url(url), enqueued, results, study_status(spec, url))
+
+
+def _worker_main(spec: StudySpec, url: str, index: int, trial_fn: TrialFn | None, progress: bool,
+                 threads: int) -> None:
+    result = run_worker(spec, url, index=index, trial_fn=trial_fn, progress=progress, threads=threads)
+    sys.exit(130 if result.interrupted else 0)
+
+
+def _run_processes(spec: StudySpec, url: str, workers: int, trial_fn: TrialFn | None, progress: bool,
+                   threads: int) -> tuple[tuple[int, ...], bool]:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(spec, url, i, trial_fn, progress, threads),
+                         name=f"scaling-study-worker-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    interrupted = False
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        # A terminal Ctrl-C reached the workers too; a signal sent to this process alone did
+        # not, so pass it on (workers ignore a second SIGINT while they re-queue their trial).
+        interrupted = True
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                try:
+                    os.kill(p.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    codes = tuple(p.exitcode if p.exitcode is not None else -1 for p in procs)
+    interrupted = interrupted or any(c == 130 for c in codes)
+    for i, code in enumerate(codes):
+        if code not in (0, 130):
+            how = f"signal {-code}" if code < 0 else f"status {code}"
+            print(f"scaling study: worker {i} exited with {how}", file=sys.stderr)
+    return codes, interrupted

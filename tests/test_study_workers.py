@@ -1,0 +1,137 @@
+"""Several workers on one storage run every planned trial exactly once (SQLite and PostgreSQL),
+with the real pipeline at the smallest ladder size and a tiny token budget."""
+
+import csv
+import multiprocessing
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from scaling.cli import main
+from scaling.study import load_spec, run_study
+from scaling.study.storage import open_storage
+from scaling.study.worker import claim
+
+TINY = """
+name = "tiny"
+sizes = ["13k"]
+budgets = { tokens = [20000] }
+seeds = [0]
+tasks = ["arithmetic"]
+storage = "{storage}"
+
+[decay]
+grid = [0, 0.1, 1]
+
+[run]
+device = "cpu"
+eval_tokens = 4096
+
+[worker]
+heartbeat_interval = 1
+grace_period = 5
+"""
+
+
+def tiny_spec(tmp_path: Path, storage: str):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace("{storage}", storage))
+    return load_spec(path)
+
+
+def assert_each_planned_trial_completed_once(spec, url):
+    storage = open_storage(url)
+    for cell in spec.cells():
+        trials = optuna.load_study(study_name=spec.study_name(cell), storage=storage).get_trials()
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * len(spec.plan())
+        assert sorted(t.user_attrs["plan"] for t in trials) == sorted(p.key for p in spec.plan())
+        assert sorted(t.params["decay"] for t in trials) == sorted(spec.decay.grid)
+        for t in trials:
+            assert t.user_attrs["config"]["decay"] == t.params["decay"]
+            assert t.user_attrs["code_version"] and t.user_attrs["device"] == "cpu"
+            assert len(t.user_attrs["curve"]) >= 1 and t.user_attrs["trial_wall_s"] > 0
+    storage.engine.dispose()
+
+
+def test_three_sqlite_workers_run_each_planned_trial_once_and_export_it(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    spec = tiny_spec(tmp_path, url)
+    report = run_study(spec, workers=3, progress=False)
+    assert report.ok and report.enqueued == 3 and report.workers == (0, 0, 0)
+    assert_each_planned_trial_completed_once(spec, url)
+
+    assert main(["study", "status", spec.path]) == 0
+    out = capsys.readouterr().out
+    assert "13k@20ktok" in out and "Pareto front" in out and "finished" in out
+
+    assert main(["study", "export", spec.path, "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "trials.csv")))
+    assert len(rows) == 3
+    for column in ("n_params", "n_tokens", "tpp", "decay", "lr", "batch_tokens", "tau", "seed", "val_loss",
+                   "train_loss", "gap", "ft_score", "ft_gain", "probe_acc", "qk_rank", "ft_arithmetic_before",
+                   "ft_arithmetic_after", "wall_s", "trial_number", "cell", "size"):
+        assert all(row[column] != "" for row in rows), column
+    curves = list(csv.DictReader(open(tmp_path / "out" / "curves.csv")))
+    assert {(r["cell"], r["trial_number"]) for r in curves} == {(r["cell"], r["trial_number"]) for r in rows}
+
+    again = run_study(spec, workers=1, progress=False)  # resuming a finished study runs nothing
+    assert again.ok and again.enqueued == 0 and again.workers[0].ran == 0
+
+
+@pytest.fixture
+def postgres_url():
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({exc})")
+    admin.autocommit = True
+    name = f"scaling_test_{uuid.uuid4().hex[:12]}"
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.mark.postgres
+def test_three_workers_on_postgresql_run_each_planned_trial_once(tmp_path, postgres_url):
+    spec = tiny_spec(tmp_path, "sqlite:///unused.db")
+    report = run_study(spec, storage=postgres_url, workers=3, progress=False)
+    assert report.ok and report.workers == (0, 0, 0)
+    assert_each_planned_trial_completed_once(spec, postgres_url)
+
+
+def _claim_until_empty(url: str, barrier, results) -> None:
+    storage = open_storage(url)
+    study = optuna.load_study(study_name="race", storage=storage)
+    barrier.wait()  # start claiming together, or the first process would take everything
+    claimed = []
+    while (trial_id := claim(study)) is not None:
+        claimed.append(trial_id)
+    results.put(claimed)
+
+
+def test_concurrent_sqlite_claims_never_hand_one_trial_to_two_workers(tmp_path):
+    """Plain pysqlite starts its transaction at the first write, so Optuna's check-then-set
+    of WAITING -> RUNNING can interleave across processes (that hands one trial to two
+    workers); open_storage must prevent it."""
+    url = f"sqlite:///{tmp_path}/race.db"
+    study = optuna.create_study(study_name="race", storage=open_storage(url))
+    for i in range(90):
+        study.enqueue_trial({"x": i})
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_claim_until_empty, args=(url, barrier, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    parts = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join()
+    claimed = [t for part in parts for t in part]
+    assert all(parts), "every process should win some trials"
+    assert len(claimed) == 90 and len(set(claimed)) == 90
