@@ -7,7 +7,6 @@ falls back to `cell_optima` per objective and records the reason the laws are mi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +14,7 @@ import pandas as pd
 
 from scaling.errors import ScalingError
 from scaling.fit import CellOptimum, DecayLaw, StudyFit, cell_optima, fit_study
-from scaling.fit.table import DEFAULT_OBJECTIVES
+from scaling.fit.table import DEFAULT_OBJECTIVES, human
 from scaling.recommend import Recommendation, recommend
 
 NEXT_BUDGET_FACTOR = 4.0  # "next budget" = this many times the largest N, at the same TPP
@@ -36,8 +35,6 @@ class NextBudget:
         return self.n_params * self.tpp
 
     def describe(self) -> str:
-        from scaling.fit.table import human
-
         return (f"next budget: {self.factor:g}x the largest N ({human(self.largest_n)} -> {human(self.n_params)}) "
                 f"at {self.tpp:g} TPP (D = {human(self.n_tokens)})")  # fmt: skip
 

@@ -131,7 +131,7 @@ def _optional(path: Path, check, notes: list[str]) -> pd.DataFrame | None:
         return None
 
 
-def curves_with_decay(tables: StudyTables, max_points: int = 300) -> pd.DataFrame | None:
+def curves_with_decay(tables: StudyTables, max_points: int = 200) -> pd.DataFrame | None:
     """Curves joined to their trial's cell and decay, thinned to at most `max_points` per trial
     (keeps the page small; the first and last points are always kept)."""
     curves = tables.curves

@@ -12,10 +12,10 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from scaling.fit import CellOptimum, DecayLaw
+from scaling.fit import CellOptimum
 from scaling.fit.table import direction_of, human
 from scaling.report.analysis import ReportFit
-from scaling.report.data import StudyTables, curves_with_decay
+from scaling.report.data import MECHANISMS, StudyTables, curves_with_decay
 from scaling.report.style import (
     DECAY_SCALE,
     OBJECTIVE_COLOURS,
@@ -508,8 +508,6 @@ def loss_surface(tables: StudyTables, rfit: ReportFit) -> go.Figure:
 
 def mechanisms(tables: StudyTables, rfit: ReportFit) -> go.Figure:
     """probe_acc, qk_rank and the train-val gap vs decay, one line per cell."""
-    from scaling.report.data import MECHANISMS
-
     trials = tables.trials
     columns = [c for c in MECHANISMS if tables.has(c)]
     axis = DecayAxis(trials["decay"])
