@@ -122,6 +122,20 @@ def degraded_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def edge_folder(tmp_path_factory) -> Path:
+    """Two cells whose best decay is 0 for both objectives: nothing bracketed, tau* = inf everywhere."""
+    folder = tmp_path_factory.mktemp("results") / "edge"
+    folder.mkdir()
+    trials, curves = synthetic_study(sizes=(2e4, 6e4), tpps=(20.0,), decays=(0.0, 0.1, 1.0), tasks=("arithmetic",))
+    trials["val_loss"] = 4.0 + trials["decay"] * 0.05 - np.log10(trials["n_params"]) * 0.1
+    trials["ft_score"] = trials["ft_arithmetic_after"] = 0.3 - trials["decay"] * 0.02
+    trials.to_csv(folder / "trials.csv", index=False)
+    curves.to_csv(folder / "curves.csv", index=False)
+    write_report(folder, n_bootstrap=BOOTSTRAP)
+    return folder
+
+
 def _figures_in(html: str) -> list[str]:
     return re.findall(r"<div class='figure' data-figure='([^']+)'>", html)
 
@@ -185,6 +199,12 @@ def test_one_cell_without_fine_tuning_renders_what_it_can(degraded_folder):
     assert "No recommendation for the next budget" in html
 
 
+def test_optima_at_decay_zero_are_reported_not_extrapolated(edge_folder):
+    html = (edge_folder / "report.html").read_text(encoding="utf-8")
+    assert "val_loss optimum in 20k@20tpp is not bracketed: best observed decay is 0" in html
+    assert "No decay law could be fitted" in html and "no finite tau* to draw" in html
+
+
 def test_build_report_works_on_dataframes_for_notebooks():
     trials, curves = synthetic_study(sizes=(2e4,), tpps=(10.0, 40.0), tasks=("arithmetic",))
     html = build_report(trials, curves, n_bootstrap=0)
@@ -217,7 +237,7 @@ def browser():
     driver.quit()
 
 
-@pytest.mark.parametrize("folder", ["study_folder", "degraded_folder"])
+@pytest.mark.parametrize("folder", ["study_folder", "degraded_folder", "edge_folder"])
 def test_report_draws_every_figure_in_headless_chromium_offline(browser, folder, request):
     from selenium.webdriver.support.ui import WebDriverWait
 

@@ -36,7 +36,7 @@ class NextBudget:
 
     def describe(self) -> str:
         return (f"next budget: {self.factor:g}x the largest N ({human(self.largest_n)} -> {human(self.n_params)}) "
-                f"at {self.tpp:g} TPP (D = {human(self.n_tokens)})")  # fmt: skip
+                f"at {self.tpp:.3g} TPP (D = {human(self.n_tokens)})")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -291,14 +291,15 @@ def pareto_fronts(tables: StudyTables, rfit: ReportFit) -> go.Figure:
             hovertemplate=f"{cell}, trial %{{customdata[1]}}<br>decay %{{customdata[0]}}<br>"
                           "val_loss %{x:.4g}<br>ft_score %{y:.4g}<extra></extra>",
         ), row=r, col=c)  # fmt: skip
-        for key, idx, symbol in (("val_loss", t["val_loss"].idxmin(), "circle-open"),
-                                 ("ft_score", t["ft_score"].idxmax(), "diamond-open")):  # fmt: skip
+        # the circle is drawn larger than the diamond so both show when one trial is both optima
+        for key, idx, symbol, size in (("val_loss", t["val_loss"].idxmin(), "circle-open", 24),
+                                       ("ft_score", t["ft_score"].idxmax(), "diamond-open", 15)):  # fmt: skip
             name = f"{OBJECTIVE_NAMES[key]} trial"
             p = t.loc[idx]
             fig.add_trace(go.Scatter(
                 x=[p["val_loss"]], y=[p["ft_score"]], mode="markers", name=name, legendgroup=name,
                 showlegend=name not in shown,
-                marker=dict(symbol=symbol, size=18, color=OBJECTIVE_COLOURS[key], line=dict(width=2.5)),
+                marker=dict(symbol=symbol, size=size, color=OBJECTIVE_COLOURS[key], line=dict(width=2.5)),
                 hovertemplate=f"{name}: decay {axis.label(p['decay'])}<extra></extra>",
             ), row=r, col=c)  # fmt: skip
             shown.add(name)
@@ -353,7 +354,7 @@ def decay_laws(tables: StudyTables, rfit: ReportFit) -> go.Figure:
                 preds = [law.predict(n, n * tpp, level=rfit.level) for n in n_grid]
                 band = np.isclose(tpp, budget.tpp)
                 _law_line(fig, n_grid, preds, colour, dashes[tpp], f"{name} law", shown, 1, 1, band,
-                          f"{law.formula}<br>at {tpp:g} TPP")  # fmt: skip
+                          f"{law.formula}<br>at {tpp:.3g} TPP")  # fmt: skip
                 if band:
                     y_values += [p.low for p in preds] + [p.high for p in preds]
             for j, n in enumerate(n_cells):
@@ -402,12 +403,16 @@ def decay_laws(tables: StudyTables, rfit: ReportFit) -> go.Figure:
                   row=1, col=1)  # fmt: skip
     fig.add_annotation(
         x=math.log10(budget.n_params), y=0.99, xref="x", yref="y domain", yanchor="top", showarrow=False,
-        text=f"extrapolation:<br>{budget.factor:g}x largest N<br>at {budget.tpp:g} TPP", font=dict(size=10, color="#7a5a00"),
+        text=f"extrapolation:<br>{budget.factor:g}x largest N<br>at {budget.tpp:.3g} TPP", font=dict(size=10, color="#7a5a00"),
     )  # fmt: skip
-    if not any(rfit.law(o) for o in objectives):
-        fig.add_annotation(x=0.5, y=1.0, xref="paper", yref="paper", yanchor="bottom", yshift=24, showarrow=False,
-                           text="no decay law could be fitted (see the caveats); only per-cell optima are drawn",
-                           font=dict(size=12, color="#c0392b"))  # fmt: skip
+    has_law = any(rfit.law(o) for o in objectives)
+    if not any(rfit.tau_law(o) for o in objectives) and not any(
+            math.isfinite(o.tau_opt) and o.tau_opt > 0 for o in rfit.optima):  # fmt: skip
+        # an invisible point keeps the empty panel's axes alive (plotly drops axes without traces)
+        fig.add_trace(go.Scatter(x=[budget.tpp], y=[1.0], mode="markers", marker=dict(opacity=0), showlegend=False,
+                                 hoverinfo="skip"), row=1, col=3)  # fmt: skip
+        fig.add_annotation(x=0.5, y=0.5, xref="x domain", yref="y domain", row=1, col=3, showarrow=False,
+                           text="no finite tau* to draw<br>(decay* = 0 means tau = inf)", font=dict(color="#777"))  # fmt: skip
     finite = [v for v in y_values if math.isfinite(v) and v > 0]
     lo, hi = (min(finite), max(finite)) if finite else (axis.low, axis.high)
     if any(o.decay_opt <= 0 for o in rfit.optima):  # drawn at the '0' tick below the log range
@@ -418,13 +423,16 @@ def decay_laws(tables: StudyTables, rfit: ReportFit) -> go.Figure:
     fig.update_yaxes(title_text="decay*", row=1, col=1)
     taus = [o.tau_opt for o in rfit.optima if math.isfinite(o.tau_opt) and o.tau_opt > 0]
     fig.update_yaxes(type="log", title_text="tau* (fraction of the run)", row=1, col=3,
-                     **(log_ticks(min(taus) / 3, max(taus) * 3) if taus else {}))  # fmt: skip
+                     **(log_ticks(min(taus) / 3, max(taus) * 3) if taus else
+                        dict(range=[-1, 1], tickvals=[0.1, 1, 10], ticktext=["0.1", "1", "10"])))  # fmt: skip
     fig.update_xaxes(type="log", title_text="N (non-embedding parameters)", row=1, col=1,
                      **log_ticks(n_grid[0], n_grid[-1]))  # fmt: skip
     fig.update_xaxes(type="log", title_text="TPP (tokens per parameter)", row=1, col=2, **log_ticks(t_grid[0], t_grid[-1]))
     fig.update_xaxes(type="log", title_text="TPP", row=1, col=3, **log_ticks(t_grid[0], t_grid[-1]))
+    title = (f"Decay laws (lines), {pct} prediction bands, and the {budget.describe()}" if has_law else
+             "No decay law could be fitted (see the caveats): per-cell optima only")  # fmt: skip
     fig.update_layout(**base_layout(
-        f"Decay laws (lines), {pct} prediction bands, and the {budget.describe()}",
+        title,
         height=PANEL_HEIGHT + 150, legend=_foot_legend(), margin=dict(l=60, r=20, t=70, b=130),
     ))  # fmt: skip
     return fig

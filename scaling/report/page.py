@@ -111,6 +111,8 @@ def render(tables: StudyTables, rfit: ReportFit, *, title: str | None = None) ->
     for s in parts:
         body.append(f"<section id='{s.id}'><h2>{_e(s.title)}</h2>")
         if s.figure is not None:
+            # 9.4e-4 rather than plotly's SI '940µ', which reads as a unit on a loss gap
+            s.figure.update_xaxes(exponentformat="e").update_yaxes(exponentformat="e")
             div = s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{s.id}", config=PLOT_CONFIG)
             body.append(f"<p class='caption'>{_e(s.caption)}</p><div class='figure' data-figure='{s.id}'>{div}</div>")
             drawn.append(s.id)
@@ -169,7 +171,7 @@ def _optima_table(tables: StudyTables, rfit: ReportFit) -> str:
         ref = lo or pl
         if ref is None:
             continue
-        row = [cell, human(ref.n_params), human(ref.n_tokens), f"{ref.tpp:g}", str(ref.n_trials), _opt_cell(lo)]
+        row = [cell, human(ref.n_params), human(ref.n_tokens), f"{ref.tpp:.3g}", str(ref.n_trials), _opt_cell(lo)]
         if ratios is not None:
             r = ratios["ratio"].get(cell, math.nan) if cell in ratios.index else math.nan
             row += [_opt_cell(pl), f"{r:.2g}x" if math.isfinite(r) else "-"]

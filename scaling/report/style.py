@@ -44,7 +44,7 @@ def size_label(n: float) -> str:
 
 
 def tpp_label(t: float) -> str:
-    return f"{t:g} TPP"
+    return f"{t:.3g} TPP"
 
 
 class DecayAxis:

@@ -89,7 +89,7 @@ def _findings(tables: StudyTables, rfit: ReportFit) -> list[str]:
     sizes = f"N from {human(ns[0])} to {human(ns[-1])} ({len(ns)} sizes)" if len(ns) > 1 else f"N = {human(ns[0])}"
     out = [
         f"{len(t)} trials in {n_cells} cell{'s' if n_cells > 1 else ''}: {sizes} at "
-        f"{', '.join(f'{x:g}' for x in tpps)} tokens per parameter; "
+        f"{', '.join(f'{x:.3g}' for x in tpps)} tokens per parameter; "
         f"{len(decays)} decays searched from {decays[0]:.3g} to {decays[-1]:.3g}, {_count_text(seeds)} per decay."
     ]
     if tables.failed is not None and len(tables.failed):
@@ -125,7 +125,8 @@ def _findings(tables: StudyTables, rfit: ReportFit) -> list[str]:
                     f"(medians over {len(trade)} cells, per-decay means of the trials)."
                 )
             else:
-                out.append("In every cell the same decay gives the best base loss and the best fine-tuned score.")
+                where = "In the only cell" if len(trade) == 1 else f"In all {len(trade)} cells"
+                out.append(f"{where} the same decay gives the best base loss and the best fine-tuned score.")
     for objective in ("val_loss", "ft_score"):
         law = rfit.law(objective)
         if law is not None:
