@@ -13,6 +13,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from scaling.fit import CellOptimum
+from scaling.fit.optima import HALF_WINDOW
 from scaling.fit.table import direction_of, human
 from scaling.report.analysis import ReportFit
 from scaling.report.data import MECHANISMS, StudyTables, curves_with_decay
@@ -182,6 +183,25 @@ def _draw_optima(fig, optima: list[CellOptimum], axis: DecayAxis, row, col, colo
         shown.add(name)
         if views is not None:
             views.add(fig, [o.value_at_opt], best.get(o.cell, math.nan))
+        if bracketed and math.isfinite(o.curvature):
+            xs, ys = local_quadratic(o)
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="lines", showlegend=False, legendgroup=name, hoverinfo="skip",
+                line=dict(color=colour_of(o), width=1.5, dash="dot"),
+            ), row=row, col=col)  # fmt: skip
+            if views is not None:
+                views.add(fig, ys, best.get(o.cell, math.nan))
+
+
+def local_quadratic(o: CellOptimum, points: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """The quadratic in ln decay the fit located decay* with, over the searched decays it was
+    fitted on (HALF_WINDOW on each side of the best observed one):
+    value = value_at_opt + curvature (ln decay - ln decay*)^2."""
+    grid = np.array([d for d in o.decays_searched if d > 0])
+    k = int(np.argmin(np.abs(np.log(grid / o.best_observed_decay))))
+    lo, hi = grid[max(k - HALF_WINDOW, 0)], grid[min(k + HALF_WINDOW, grid.size - 1)]
+    xs = np.geomspace(lo, hi, points)
+    return xs, o.value_at_opt + o.curvature * (np.log(xs) - math.log(o.decay_opt)) ** 2
 
 
 # ----------------------------------------------------------------------------- figures

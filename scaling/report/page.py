@@ -44,13 +44,14 @@ _SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None]
     ("loss-vs-decay", "Base loss vs weight decay",
      "Mean val_loss over trials at each decay (dots: single trials; bars: sd over seeds), one line per size, one "
      "panel per token budget, drawn relative to each cell's best mean loss so the curves' shapes can be compared "
-     "(the buttons switch to the measured values). Stars: each cell's loss-optimal decay* from the local "
-     "quadratic fit, with its bootstrap interval; a hollow star is not bracketed (it is only the best searched "
-     "decay).",
+     "(the buttons switch to the measured values). Stars: each cell's loss-optimal decay*, the vertex of the "
+     "quadratic in ln decay fitted near the best searched decay (dotted), with its bootstrap interval; a hollow "
+     "star is not bracketed (it is only the best searched decay).",
      lambda t, f: None, figures.loss_vs_decay),
     ("finetune-vs-decay", "Fine-tuned score and fine-tuning gain vs weight decay",
      "ft_score is the mean score after fine-tuning over the study's tasks; ft_gain is that score minus the "
-     "same score before fine-tuning. Stars: each cell's plasticity-optimal decay*. The buttons switch to values "
+     "same score before fine-tuning. Stars: each cell's plasticity-optimal decay* (dotted: its local quadratic fit). "
+     "The buttons switch to values "
      "relative to each cell's best.",
      lambda t, f: None if t.has("ft_score") or t.has("ft_gain") else "no ft_score or ft_gain column",
      figures.finetune_vs_decay),
