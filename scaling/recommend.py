@@ -285,7 +285,6 @@ def _summary(rec: Recommendation) -> str:
         loss = text.fmt(choice.expected_val_loss, 4)
         if choice is rec.decay_plastic_opt and rec.loss_cost is not None:
             loss += f" (+{text.fmt(rec.loss_cost, 3)})"
-        level = round(100 * choice.level)
         rows.append([f"{name} ({choice.objective})", text.fmt(choice.value, 3), text.interval(choice.low, choice.high),
                      loss, choice.formula, choice.label])  # fmt: skip
     pi = f"{round(100 * (rec.decay_loss_opt or rec.decay_plastic_opt).level)}% PI"

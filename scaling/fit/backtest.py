@@ -10,8 +10,8 @@ interval for a *realised* optimum, i.e. it includes that cell's own bootstrap sd
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from scaling.errors import FitError
 from scaling.fit.laws import fit_decay_law

@@ -29,8 +29,9 @@ by the backtest).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import statsmodels.api as sm
@@ -229,7 +230,7 @@ def fit_decay_law(
         excluded=tuple(excluded),
         tau2=float(tau2),
         scale=float(res.scale),
-        df_resid=int(round(res.df_resid)),
+        df_resid=round(res.df_resid),
         ci_level=ci_level,
         warnings=tuple(warnings),
         n_range=(float(n.min()), float(n.max())),

@@ -15,8 +15,8 @@ optimum no smooth law explains; it is what a prediction interval for a new cell 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

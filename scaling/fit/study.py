@@ -22,7 +22,7 @@ from scaling.fit.backtest import Backtest, backtest_law
 from scaling.fit.laws import DecayLaw, fit_decay_law
 from scaling.fit.optima import CellOptimum, cell_optima
 from scaling.fit.surface import LossSurface, fit_loss_surface
-from scaling.fit.table import DEFAULT_OBJECTIVES, apply_columns, direction_of, human, prepare_table
+from scaling.fit.table import DEFAULT_OBJECTIVES, apply_columns, human, prepare_table
 
 SCHEMA = "scaling.fits/1"
 

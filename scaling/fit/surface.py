@@ -7,12 +7,15 @@ alpha, beta in {0, .5, ..., 2}, e in {-1, -.5, ..., 1}, a, b in {0, 5, ..., 25} 
 keeping the best. All starts run together (scaling.fit.lbfgs) with the analytic gradient; the
 few best end points are then polished by scipy's L-BFGS-B.
 
-Stopping rule: scipy's defaults except the relative-decrease tolerance, 1e-12 instead of 2.2e-9.
+Stopping rule: scipy's defaults except the relative-decrease tolerance, 1e-10 instead of 2.2e-9,
+and at most 600 iterations per start.
 scipy measures the decrease relative to max(|f|, 1), and the summed Huber objective is small
 (about 1e-3 on Chinchilla's points, 1e-5 on a well-fitting study): under the default rule a start
 stops while still improving, the loss-scale trap Besiroglu et al. found in Hoffmann et al.'s fit.
-On Chinchilla's points both rules give the same optimum (objective equal to 1e-14); on
-smaller-loss tables the default rule can end 0.1-1% above the optimum from every start.
+On Chinchilla's points both rules give the same optimum (objective equal to 1e-11); on a
+smaller-loss table the default rule can leave every one of 40 starts far above the optimum that
+the tighter rule reaches (tests/test_fit_surface.py). Starts that hit the iteration cap (counted
+in `n_converged`) are ones creeping along a flat valley.
 
 Confidence intervals come from a nonparametric bootstrap over points. Each bootstrap refit
 starts from the point fit plus the two grid starts that reached the best distinct optima in the
@@ -39,7 +42,8 @@ from scaling.fit.lbfgs import minimize_batch
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
 MIN_POINTS = 6  # five parameters, plus at least one point of slack
-FTOL = 1e-12  # relative-decrease tolerance (see the module docstring)
+FTOL = 1e-10  # relative-decrease tolerance (see the module docstring)
+MAX_ITER = 600
 
 
 def init_grid() -> np.ndarray:
@@ -167,7 +171,7 @@ def fit_loss_surface(
     def batch(theta: np.ndarray, rows: np.ndarray):
         return huber_lse(theta, log_n, log_d, log_y)
 
-    run = minimize_batch(batch, starts, ftol=FTOL)
+    run = minimize_batch(batch, starts, ftol=FTOL, max_iter=MAX_ITER)
     theta = _polish(run.x, run.fun, log_n, log_d, log_y)
     obj = float(huber_lse(theta, log_n, log_d, log_y)[0][0])
 
@@ -245,7 +249,7 @@ def _bootstrap(theta, run, starts, log_n, log_d, log_y, n_boot, seed, k) -> np.n
     def batch(th: np.ndarray, rows: np.ndarray):
         return huber_lse(th, log_n, log_d, log_y, weights=weights[rows])
 
-    res = minimize_batch(batch, x0, ftol=FTOL)
+    res = minimize_batch(batch, x0, ftol=FTOL, max_iter=MAX_ITER)
     fun = np.where(np.isfinite(res.fun), res.fun, np.inf).reshape(n_boot, per.shape[0])
     best = res.x.reshape(n_boot, per.shape[0], 5)[np.arange(n_boot), np.argmin(fun, axis=1)]
     return np.array([_natural(t) for t in best])

@@ -48,7 +48,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path)
-    except Exception as exc:  # pandas raises many types; the user needs one line
+    except Exception as exc:  # noqa: BLE001 - pandas raises many types; the user needs one line
         raise DataError(f"{path}: cannot read as a table: {type(exc).__name__}: {exc}") from None
     if df.empty:
         raise DataError(f"{path}: the table has no rows")
