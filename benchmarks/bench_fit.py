@@ -80,8 +80,6 @@ def main() -> None:
 
     print("\nratio (plain loop over the full grid, extrapolated / toolkit full grid, measured):")
     print(f"  wall {per_wall * len(grid) / t_wall:.0f}x, CPU {per_cpu * len(grid) / t_cpu:.0f}x")
-    print("ratio per start (plain loop per start / toolkit per start):")
-    print(f"  wall {per_wall / (t_wall / len(grid)):.0f}x")
 
     # Same answer: the toolkit's full-grid optimum is at least as good as the best plain start.
     same = toolkit_obj <= best.fun * (1 + 1e-6)

@@ -156,3 +156,18 @@ def _toy_points(rng):
     d = n * 20 * np.exp(rng.normal(0, 1, 40))
     loss = 1.8 + 400 * n**-0.34 + 2000 * d**-0.37 + rng.normal(0, 0.01, 40)
     return np.log(n), np.log(d), np.log(loss)
+
+
+def test_bootstrap_refits_are_converged_not_stuck_near_the_point_fit(monkeypatch):
+    """Refits start at the point fit; if they stopped early the intervals would shrink. Letting
+    them run with no relative-decrease rule at all must not move them."""
+    from scaling.fit import surface
+
+    pts = chinchilla_points()
+    args = (pts["n_params"], pts["n_tokens"], pts["val_loss"])
+    usual = fit_loss_surface(*args, n_bootstrap=30, seed=4)
+    monkeypatch.setattr(surface, "FTOL", 0.0)
+    monkeypatch.setattr(surface, "MAX_ITER", 3000)
+    exhaustive = fit_loss_surface(*args, n_bootstrap=30, seed=4)
+    for name in ("E", "alpha", "beta"):
+        assert dict(usual.std_errors)[name] == pytest.approx(dict(exhaustive.std_errors)[name], rel=0.02), name

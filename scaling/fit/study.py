@@ -4,6 +4,32 @@ A table with a `decay` column is a study: per-cell optima for each objective, de
 and Power Lines), backtests, and the loss surface fitted to each cell's loss at its optimum.
 A table without one (only N, D and a loss, e.g. Chinchilla's points) gets the loss surface alone.
 `StudyFit.to_dict()` is what `scaling fit` writes to fits.json; `summary()` is its text.
+
+fits.json (schema "scaling.fits/1"; every NaN or infinity is written as null):
+
+    schema, source, mode ("study" | "surface"), n_trials, n_cells, settings {n_bootstrap, seed,
+        level, ci_level, law_form | drop_highest_loss}, n_range [min N, max N], d_range [min D, max D]
+    E, A, B, alpha, beta        the surface parameters again at the top level (only if fitted)
+    surface: null | {formula, params {E, A, B, alpha, beta}, ci {name: [low, high]}, se {name},
+        ci_level, n_points, n_starts, n_converged, n_bootstrap, objective, huber_delta, n_range,
+        d_range, allocation_exponents {n_params, n_tokens}}       (N* ~ C^a, D* ~ C^b)
+    objectives: {column: "min" | "max"}
+    optima: [{cell, n_params, n_tokens, tpp, objective, direction, decay_opt, low, high, log_sd,
+        bracketed, n_trials, best_observed_decay, value_at_opt, curvature, lr, batch_tokens,
+        tau_opt, decays_searched [..], level, reason}]             one per (cell, objective)
+    laws: {objective: null | {objective, direction, response ("decay"), form ("n_d" | "tpp" |
+        "n"), formula, coefficients {name: {term, value, se, low, high}}, ci_level, n_cells,
+        cells [..], excluded [{cell, reason}], tau2, scale, df_resid, warnings [..], n_range,
+        d_range, tpp_range}}          coefficients: c, a (ln N), b (ln D) | c, m (ln TPP) | c, a
+    tau_laws: {objective: null | same shape, response "tau", formula "ln tau* = c + m ln TPP"}
+    backtests: {objective: null | {objective, available, reason, held_out_n_params, form,
+        n_train_cells, level, n_cases, n_inside, mean_abs_log_error, mean_factor, max_factor,
+        cases [{cell, n_params, n_tokens, predicted, low, high, realised, log_error, factor,
+        inside}]}}
+    warnings: [..]
+
+Predictions for a new (N, D) need the statsmodels results, so they come from the Python objects
+(`StudyFit.law(objective).predict(N, D)`) or `scaling recommend`, not from the JSON.
 """
 
 from __future__ import annotations
