@@ -321,7 +321,7 @@ def _surface_text(s: LossSurface) -> str:
         low, high = s.interval(name) if s.intervals else (math.nan, math.nan)
         se = dict(s.std_errors).get(name, math.nan)
         rows.append([name, text.fmt(value, 5), text.interval(low, high, 4), text.fmt(se, 3)])
-    lines = [head, text.table(["param", "estimate", level, "bootstrap sd"], rows)]
+    lines = [head, text.table(["param", "estimate", level, "bootstrap se"], rows)]
     if s.alpha > 0 and s.beta > 0:
         a = s.beta / (s.alpha + s.beta)
         lines.append(f"  compute-optimal allocation (C = 6ND): N* ~ C^{a:.3f}, D* ~ C^{1 - a:.3f}")

@@ -86,7 +86,10 @@ class LossSurface:
     n_bootstrap: int
     ci_level: float
     intervals: tuple[tuple[str, float, float], ...]  # (name, low, high); empty without bootstrap
-    std_errors: tuple[tuple[str, float], ...]  # bootstrap standard deviations
+    # bootstrap standard errors, robust: half the central 68.3% range (= the sd for a normal
+    # spread; with few points some refits run off to huge A or B and the plain sd means nothing)
+    std_errors: tuple[tuple[str, float], ...]
+    std_devs: tuple[tuple[str, float], ...]  # plain bootstrap sd, comparable with Epoch AI's table
     n_range: tuple[float, float]
     d_range: tuple[float, float]
 
@@ -125,6 +128,7 @@ class LossSurface:
             "params": {k: _num(v) for k, v in self.params().items()},
             "ci": ci,
             "se": {name: _num(v) for name, v in self.std_errors},
+            "sd": {name: _num(v) for name, v in self.std_devs},
             "ci_level": self.ci_level,
             "n_points": self.n_points,
             "n_starts": self.n_starts,
@@ -179,14 +183,17 @@ def fit_loss_surface(
 
     intervals: tuple = ()
     std_errors: tuple = ()
+    std_devs: tuple = ()
     if n_bootstrap > 0:
         boot = _bootstrap(theta, run, starts, log_n, log_d, log_y, n_bootstrap, seed, bootstrap_starts)
         q = (1.0 - ci_level) / 2.0
         lows = np.quantile(boot, q, axis=0)
         highs = np.quantile(boot, 1.0 - q, axis=0)
-        sds = np.std(boot, axis=0, ddof=1)
+        lo68, hi68 = np.quantile(boot, [0.158655, 0.841345], axis=0)
+        sds = (hi68 - lo68) / 2.0
         intervals = tuple((p, float(lo), float(hi)) for p, lo, hi in zip(PARAMS, lows, highs))
         std_errors = tuple((p, float(s)) for p, s in zip(PARAMS, sds))
+        std_devs = tuple((p, float(s)) for p, s in zip(PARAMS, np.std(boot, axis=0, ddof=1)))
 
     E, A, B, alpha, beta = _natural(theta)
     return LossSurface(
@@ -199,6 +206,7 @@ def fit_loss_surface(
         ci_level=ci_level,
         intervals=intervals,
         std_errors=std_errors,
+        std_devs=std_devs,
         n_range=(float(n.min()), float(n.max())),
         d_range=(float(d.min()), float(d.max())),
     )  # fmt: skip
