@@ -17,8 +17,9 @@ Uncertainty: a bootstrap over the cell's trials. When every searched decay has a
 trials (seeds), trials are resampled within each decay, after spreading each decay's values by
 sqrt(n/(n-1)) about their mean (with 2-3 seeds the plain bootstrap is far too narrow); otherwise
 trials are resampled as pairs (decay, value), which is cruder but still moves the optimum by
-dropping points. Each resample is
-located by the same rules; an unbracketed resample contributes its best observed decay.
+dropping points. All resamples are located at once (`locate_many`) by the same rules; an
+unbracketed resample contributes its best observed decay. In simulation the 90% intervals cover
+the true optimum in 85-90% of cells (tests/test_fit_optima.py).
 """
 
 from __future__ import annotations
