@@ -31,7 +31,9 @@ def _step(name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from scaling.errors import FitError
     from scaling.fit import fit_study, read_table
+    from scaling.recommend import recommend
     from scaling.report import write_report
+    from scaling.report.analysis import choose_next_budget
     from scaling.study.export import export_study
     from scaling.study.runner import run_study
     from scaling.study.spec import load_spec
@@ -49,15 +51,27 @@ def run(args: argparse.Namespace) -> int:
 
     _step("fit")
     fit = None
+    trials = read_table(exported.trials_csv)
     try:
-        fit = fit_study(read_table(exported.trials_csv), n_bootstrap=args.bootstrap,
-                        source=str(exported.trials_csv))
+        fit = fit_study(trials, n_bootstrap=args.bootstrap, source=str(exported.trials_csv))
     except FitError as exc:
         # A study too small for the fits still gets its report; the caveat says why.
         print(f"fit: not possible yet: {exc}", file=sys.stderr)
     if fit is not None:
-        (folder / "fits.json").write_text(json.dumps(fit.to_dict(), indent=2, allow_nan=False, default=str) + "\n")
+        (folder / "fits.json").write_text(json.dumps(fit.to_dict(), indent=2, allow_nan=False) + "\n")
         print(fit.summary())
+
+        _step("recommend")
+        budget = choose_next_budget(trials)
+        try:
+            rec = recommend(fit=fit, n_params=budget.n_params, tpp=budget.tpp)
+        except FitError as exc:
+            print(f"recommend: not possible yet: {exc}", file=sys.stderr)
+        else:
+            (folder / "recommendation.json").write_text(
+                json.dumps(rec.to_dict(), indent=2, allow_nan=False) + "\n")
+            print(budget.describe())
+            print(rec.summary())
 
     _step("report")
     path = write_report(folder, fit, n_bootstrap=args.bootstrap)
