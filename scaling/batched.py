@@ -164,12 +164,13 @@ class StackedGPT:
     `state_dict` and friends would silently break. Build it on its device with `from_models`.
     """
 
-    def __init__(self, shape: ModelShape, vocab_size: int, context: int, k: int, device: torch.device):
+    def __init__(self, shape: ModelShape, vocab_size: int, context: int, k: int, device: torch.device,
+                 flat: torch.Tensor | None = None, grad: torch.Tensor | None = None):
         self.shape, self.vocab_size, self.context, self.k = shape, vocab_size, context, k
         self.device = device
         self.slots, self.n_matrix, self.n_flat = _layout(shape, vocab_size)
-        self.flat = torch.zeros(k, self.n_flat, device=device)
-        self.grad = torch.zeros(k, self.n_flat, device=device)
+        self.flat = flat if flat is not None else torch.zeros(k, self.n_flat, device=device)
+        self.grad = grad if grad is not None else torch.zeros(k, self.n_flat, device=device)
         self.params: dict[str, torch.Tensor] = {}
         for slot in self.slots:
             cols = slice(slot.offset, slot.offset + slot.numel)
@@ -182,6 +183,11 @@ class StackedGPT:
         self.rope = torch.complex(cos, sin).unsqueeze(1).expand(context, shape.n_heads, shape.head_dim // 2)
         self.rope = self.rope.contiguous().to(device)
         self._model_index = torch.arange(k, device=device).view(k, 1, 1)
+
+    def rows(self, start: int, stop: int) -> "StackedGPT":
+        """Models start..stop-1 as a StackedGPT sharing this one's weights and gradients."""
+        return StackedGPT(self.shape, self.vocab_size, self.context, stop - start, self.device,
+                          flat=self.flat[start:stop], grad=self.grad[start:stop])
 
     # -- conversion to and from plain models
 
@@ -320,6 +326,43 @@ class StackedAdamW:
 # ---------------------------------------------------------------- training
 
 
+def _group_bounds(k: int, device: torch.device, compile: bool) -> list[tuple[int, int]]:
+    """Split K models into one contiguous group per CPU thread.
+
+    On CPU the models are independent work, so each group runs forward and backward on its own
+    thread with single-threaded kernels: two cores then do two models' work at once, instead of
+    splitting every small kernel in two (OpenMP), which scales poorly at these sizes and collapses
+    when the machine is shared. One group (the stacked model as a whole) on GPU, with compile,
+    or with one thread."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or compile or threads <= 1 or k <= 1:
+        return [(0, k)]
+    groups = min(k, threads)
+    edges = [round(i * k / groups) for i in range(groups + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+_POOL: Any = None
+
+
+def _map_threads(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """fn over items, one item per thread, kernels single-threaded inside (see `_group_bounds`)."""
+    global _POOL
+    if len(items) == 1:
+        return [fn(items[0])]
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _POOL is None or _POOL._max_workers < len(items):
+        _POOL = ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="scaling-batched")
+
+    def single_threaded(item: Any) -> Any:
+        if torch.get_num_threads() != 1:  # per thread; the caller's setting is untouched
+            torch.set_num_threads(1)
+        return fn(item)
+
+    return list(_POOL.map(single_threaded, items))
+
+
 @dataclass
 class BatchedResult(PretrainResult):
     """A `PretrainResult` (model may be None) plus the divergence, if this model diverged."""
@@ -357,7 +400,14 @@ class StackedRun:
         self.recent: list[list[float]] = [[] for _ in range(self.k)]
         self.autocast = autocast_dtype(device)
         self.compile = compile
-        self._losses = torch.compile(self.model.losses, dynamic=False) if compile else self.model.losses
+        self._set_model(self.model)
+
+    def _set_model(self, model: StackedGPT) -> None:
+        """Use `model`, split into one group of models per CPU thread (see `_group_bounds`)."""
+        self.model = model
+        self.groups = [(a, b, model if b - a == model.k else model.rows(a, b))
+                       for a, b in _group_bounds(model.k, self.device, self.compile)]
+        self._losses = torch.compile(model.losses, dynamic=False) if self.compile else model.losses
 
     @property
     def any_alive(self) -> bool:
@@ -369,13 +419,21 @@ class StackedRun:
         array = arrays[0] if self.shared_data else np.stack(arrays)
         return torch.from_numpy(array).to(self.device, non_blocking=True)
 
+    def _forward_backward(self, model: StackedGPT, losses_fn, batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            losses = losses_fn(batch[..., :-1], batch[..., 1:])
+        losses.sum().backward()
+        return losses.detach()
+
     def train_step(self, step: int, lr: float) -> list[float]:
         """One optimizer step of every live model at learning rate `lr`; returns the K losses."""
         batch = self.batch(step)
-        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-            losses = self._losses(batch[..., :-1], batch[..., 1:])
         self.model.grad.zero_()
-        losses.sum().backward()
+        if len(self.groups) == 1:
+            losses = self._forward_backward(self.model, self._losses, batch)
+        else:
+            parts = [(model, model.losses, batch if self.shared_data else batch[a:b]) for a, b, model in self.groups]
+            losses = torch.cat(_map_threads(lambda part: self._forward_backward(*part), parts))
         values = losses.tolist()
         for k, value in enumerate(values):
             if self.errors[k] is None:
@@ -395,13 +453,19 @@ class StackedRun:
         `train.evaluate_loss` does, so each model's number equals what it would report alone."""
         shared = windows.ndim == 2
         n = windows.shape[0] if shared else windows.shape[1]
-        total = torch.zeros(self.k, dtype=torch.float64)
-        for start in range(0, n, batch_size):
-            chunk = windows[start:start + batch_size] if shared else windows[:, start:start + batch_size]
-            x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.int64)).to(self.device)
-            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                losses = self.model.losses(x[..., :-1], x[..., 1:])
-            total += losses.double().cpu() * chunk.shape[-2]
+
+        def group_totals(group: tuple[int, int, StackedGPT]) -> torch.Tensor:
+            a, b, model = group
+            total = torch.zeros(b - a, dtype=torch.float64)
+            for start in range(0, n, batch_size):
+                chunk = windows[start:start + batch_size] if shared else windows[a:b, start:start + batch_size]
+                x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.int64)).to(self.device)
+                with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                    losses = model.losses(x[..., :-1], x[..., 1:])
+                total += losses.double().cpu() * chunk.shape[-2]
+            return total
+
+        total = torch.cat(_map_threads(group_totals, self.groups))
         return (total / max(n, 1)).tolist()
 
     def record_curve(self, step: int, tokens: int, lr: float, windows: np.ndarray) -> None:
@@ -425,7 +489,7 @@ class StackedRun:
         model = StackedGPT(self.shape, self.vocab_size, self.configs[0].context, self.k, self.device)
         with torch.no_grad():
             model.flat.copy_(self.model.flat)
-        other.model = model
+        other._set_model(model)
         opt = StackedAdamW.__new__(StackedAdamW)
         opt.__dict__.update(self.optimizer.__dict__)
         opt.model = model
@@ -435,7 +499,6 @@ class StackedRun:
         other.errors = list(self.errors)
         other.curves = [list(c) for c in self.curves]
         other.recent = [list(r) for r in self.recent]
-        other._losses = torch.compile(model.losses, dynamic=False) if self.compile else model.losses
         return other
 
     def results(self, configs: Sequence[RunConfig], steps: int, n_tokens: int, train_time: float,

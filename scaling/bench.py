@@ -1,6 +1,7 @@
 """Training-throughput benchmark: the toolkit's trainer against a plain PyTorch loop of the
-same model, measured in the same process, interleaved, median of repeats (machines here are
-noisy, so only ratios measured side by side mean anything)."""
+same model, and the batched trainer (K models stacked, `scaling.batched`) against K sequential
+runs of the toolkit's trainer; measured in the same process, interleaved, median of repeats
+(machines here are noisy, so only ratios measured side by side mean anything)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,18 @@ def trainer_throughput(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.
     return pretrain(run, train_tokens, val_tokens, vocab_size, device=device).metrics["tokens_per_s"]
 
 
+def batched_throughput(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int,
+                       k: int, steps: int, device: torch.device, compile: bool = False) -> float:
+    """Total tokens/s (all K models) of `scaling.batched.pretrain_batched` training K models that
+    differ in decay, evaluations excluded as it reports."""
+    from scaling.batched import pretrain_batched
+
+    run = cfg.replace(tokens=steps * cfg.batch_tokens, tpp=None, eval_every=10**9, eval_tokens=cfg.batch_tokens)
+    configs = [run.replace(decay=run.decay * (i + 1)) for i in range(k)]
+    results = pretrain_batched(configs, train_tokens, val_tokens, vocab_size, device=device, compile=compile)
+    return results[0].metrics["batch_tokens_per_s"]
+
+
 @dataclass
 class BenchResult:
     config: dict[str, Any]
@@ -55,7 +68,15 @@ class BenchResult:
     flops_per_token: float
     trainer_tokens_per_s: list[float] = field(default_factory=list)
     reference_tokens_per_s: list[float] = field(default_factory=list)
+    batched_tokens_per_s: dict[int, list[float]] = field(default_factory=dict)  # K -> total tokens/s per run
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def speedup_batched(self) -> dict[str, float]:
+        """K (as a string) -> total tokens/s of the batched trainer over K sequential trainer runs
+        (whose total rate is the single trainer's rate)."""
+        trainer = statistics.median(self.trainer_tokens_per_s)
+        return {str(k): statistics.median(runs) / trainer for k, runs in sorted(self.batched_tokens_per_s.items())}
 
     @property
     def ratio_vs_reference(self) -> float:
@@ -77,23 +98,47 @@ class BenchResult:
             "trainer_runs": self.trainer_tokens_per_s,
             "reference_runs": self.reference_tokens_per_s,
         }
+        if self.batched_tokens_per_s:
+            out["batched"] = {
+                str(k): {
+                    "total_tokens_per_s": statistics.median(runs),
+                    "tokens_per_s_per_model": statistics.median(runs) / k,
+                    "flops_per_s": statistics.median(runs) * self.flops_per_token,
+                    "runs": runs,
+                }
+                for k, runs in sorted(self.batched_tokens_per_s.items())
+            }
+            out["speedup_batched"] = self.speedup_batched
         out.update(self.extra)
         return out
 
 
-def run_bench(cfg: RunConfig, steps: int = 20, repeats: int = 3) -> BenchResult:
+def run_bench(cfg: RunConfig, steps: int = 20, repeats: int = 3, ks: tuple[int, ...] = (),
+              compile: bool = False) -> BenchResult:
+    """Interleaved repeats of: reference loop, toolkit trainer, batched trainer at each K in `ks`.
+    `compile` applies `torch.compile` to the batched trainer's forward (the other paths stay eager)."""
+    from scaling.batched import tune_cpu_allocator
     from scaling.data.tokens import load_pretrain_data
 
     device = resolve_device(cfg.device)
+    # process-wide, so every path below runs on the same allocator settings
+    allocator_tuned = tune_cpu_allocator() if device.type == "cpu" else False
     data = load_pretrain_data(cfg.corpus, cfg.tokenizer)
     vocab = data.tokenizer.vocab_size
     shape = model_shape(cfg)
     result = BenchResult(config=cfg.to_dict(), n_params=non_embedding_params(shape),
                          flops_per_token=train_flops_per_token(shape, vocab, cfg.context))
+    result.extra.update({"cpu_allocator_tuned": allocator_tuned, "steps": steps, "repeats": repeats,
+                         "compile": compile, "device": str(device)})
     # one untimed warm-up of each path, then interleaved repeats
     reference_loop(cfg, data.train, vocab, 2, device)
     trainer_throughput(cfg, data.train, data.val, vocab, 2, device)
+    for k in ks:
+        batched_throughput(cfg, data.train, data.val, vocab, k, 2, device, compile)
     for _ in range(repeats):
         result.reference_tokens_per_s.append(reference_loop(cfg, data.train, vocab, steps, device))
         result.trainer_tokens_per_s.append(trainer_throughput(cfg, data.train, data.val, vocab, steps, device))
+        for k in ks:
+            result.batched_tokens_per_s.setdefault(k, []).append(
+                batched_throughput(cfg, data.train, data.val, vocab, k, steps, device, compile))
     return result

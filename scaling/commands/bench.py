@@ -1,4 +1,5 @@
-"""`scaling bench`: training throughput of one size, beside a plain PyTorch reference loop."""
+"""`scaling bench`: training throughput of one size, beside a plain PyTorch reference loop, and of
+the batched trainer (K models stacked) against K sequential runs."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per path; medians are reported")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--k", default="1,4,8,16",
+                   help="comma-separated model counts K for the batched trainer ('' to skip it)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the batched trainer's forward")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -35,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     size = args.size if (args.size or args.d_model) else "804k"
     cfg = RunConfig(size=size, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                     context=args.context, batch_size=args.batch_size, tpp=20.0, device=args.device)
-    result = run_bench(cfg, steps=args.steps, repeats=args.repeats).to_dict()
+    ks = _parse_ks(args.k)
+    result = run_bench(cfg, steps=args.steps, repeats=args.repeats, ks=ks, compile=args.compile).to_dict()
     if args.json:
         print(json.dumps(result))
         return 0
@@ -45,4 +50,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'reference loop':<22}{result['reference_tokens_per_s']:>12,.0f}{result['reference_flops_per_s'] / 1e9:>10.2f}")
     print(f"{'scaling trainer':<22}{result['trainer_tokens_per_s']:>12,.0f}{result['trainer_flops_per_s'] / 1e9:>10.2f}")
     print(f"ratio trainer / reference (median of {args.repeats}): {result['ratio_vs_reference']:.3f}")
+    if ks:
+        print(f"batched trainer{' (torch.compile)' if args.compile else ''}: K models stacked, "
+              f"speedup = total tokens/s over K sequential trainer runs (median of {args.repeats})")
+        print(f"{'K':>4}{'tokens/s/model':>16}{'total tokens/s':>16}{'GFLOP/s':>10}{'speedup':>9}")
+        for k in ks:
+            row = result["batched"][str(k)]
+            print(f"{k:>4}{row['tokens_per_s_per_model']:>16,.0f}{row['total_tokens_per_s']:>16,.0f}"
+                  f"{row['flops_per_s'] / 1e9:>10.2f}{result['speedup_batched'][str(k)]:>9.2f}")
     return 0
+
+
+def _parse_ks(text: str) -> tuple[int, ...]:
+    from scaling.errors import ConfigError
+
+    ks = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) <= 0:
+            raise ConfigError(f"--k: expected comma-separated positive integers, got {text!r}")
+        ks.append(int(part))
+    return tuple(dict.fromkeys(ks))

@@ -1,0 +1,208 @@
+"""The batched trainer: K stacked models train exactly like K separate `pretrain` runs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from scaling.batched import (StackedAdamW, StackedGPT, check_stackable, pretrain_batched, run_pipeline_batched)
+from scaling.config import RunConfig
+from scaling.errors import ConfigError, TrainingDiverged
+from scaling.model import GPT, LADDER
+from scaling.train import build_optimizer, pretrain
+
+VOCAB = 258
+
+# the gradient buffers view a strided (K, P) buffer on purpose (see scaling.batched)
+pytestmark = pytest.mark.filterwarnings("ignore:grad and param do not obey")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    """A small corpus with structure (a noisy repeating pattern), so losses move in a few steps."""
+    rng = np.random.default_rng(0)
+    train = (np.tile(np.arange(200) % 97, 150) + rng.integers(0, 3, 30000)) % VOCAB
+    val = (np.tile(np.arange(200) % 97, 20) + rng.integers(0, 3, 4000)) % VOCAB
+    return train.astype(np.int64), val.astype(np.int64)
+
+
+def tiny(**changes) -> RunConfig:
+    base = dict(size="13k", context=16, batch_size=4, tokens=16 * 4 * 6, lr=1e-2, eval_tokens=128, tasks=(),
+                probes=False, device="cpu")
+    base.update(changes)
+    return RunConfig(**base)
+
+
+def test_batched_and_sequential_training_give_the_same_losses_for_the_same_seeds(tokens):
+    train, val = tokens
+    configs = [tiny(decay=0.0, seed=0), tiny(decay=0.5, seed=0), tiny(decay=3.0, seed=1)]
+    sequential = []
+    for cfg in configs:
+        steps: list = []
+        result = pretrain(cfg, train, val, VOCAB, on_step=lambda s, loss, out=steps: out.append(loss))
+        sequential.append((steps, result))
+    batched_steps: list = []
+    batched = pretrain_batched(configs, train, val, VOCAB, on_step=lambda step, losses: batched_steps.append(losses))
+    for k, (steps, result) in enumerate(sequential):
+        mine = batched[k]
+        assert mine.error is None
+        assert [row[k] for row in batched_steps] == pytest.approx(steps, rel=1e-4)
+        assert mine.metrics["val_loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-4)
+        assert mine.metrics["train_loss"] == pytest.approx(result.metrics["train_loss"], rel=1e-4)
+        assert [p["val_loss"] for p in mine.curve] == pytest.approx([p["val_loss"] for p in result.curve], rel=1e-4)
+        for (name, a), b in zip(result.model.state_dict().items(), mine.model.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-4), name
+    # the losses really moved, so the comparison means something
+    assert sequential[0][0][-1] < sequential[0][0][0] - 0.1
+
+
+def test_metrics_carry_the_pretrain_keys_and_the_batch(tokens):
+    train, val = tokens
+    cfg = tiny()
+    single = pretrain(cfg, train, val, VOCAB).metrics
+    stacked = pretrain_batched([cfg, cfg.replace(decay=1.0)], train, val, VOCAB)[1].metrics
+    assert set(single) <= set(stacked)
+    assert stacked["decay"] == 1.0 and stacked["batch_models"] == 2
+    assert stacked["batch_tokens_per_s"] == pytest.approx(2 * stacked["tokens_per_s"])
+
+
+def test_stacked_model_round_trips_plain_models_exactly():
+    models = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        models.append(GPT(LADDER["56k"], VOCAB, 16))
+    stacked = StackedGPT.from_models(models, torch.device("cpu"))
+    for k, model in enumerate(models):
+        back = stacked.extract(k).state_dict()
+        for name, value in model.state_dict().items():
+            assert torch.equal(back[name], value), name
+
+
+def test_stacked_forward_equals_each_gpt_forward():
+    torch.manual_seed(0)
+    models = [GPT(LADDER["56k"], VOCAB, 16) for _ in range(3)]
+    stacked = StackedGPT.from_models(models, torch.device("cpu"))
+    idx = torch.randint(0, VOCAB, (3, 5, 17))
+    losses = stacked.losses(idx[..., :-1], idx[..., 1:])
+    for k, model in enumerate(models):
+        _, expected = model(idx[k, :, :-1], idx[k, :, 1:])
+        assert losses[k].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("decay_params", ["all", "matrices"])
+def test_optimizer_applies_each_models_decay_and_clip_like_torch_adamw(decay_params):
+    """One step with a given gradient: model k must move exactly as torch's AdamW (with its own
+    decay and its own global-norm clip) moves a plain GPT."""
+    configs = [RunConfig(size="13k", lr=0.05, decay=d, decay_params=decay_params, grad_clip=0.5)
+               for d in (0.0, 1.0, 4.0)]
+    torch.manual_seed(1)
+    models = [GPT(LADDER["13k"], VOCAB, 16) for _ in configs]
+    stacked = StackedGPT.from_models(models, torch.device("cpu"))
+    opt = StackedAdamW(stacked, configs)
+    plain = [build_optimizer(model, cfg, torch.device("cpu")) for cfg, model in zip(configs, models)]
+    for step in range(2):
+        for k, model in enumerate(models):
+            gen = torch.Generator().manual_seed(10 * step + k)
+            for p in model.parameters():  # model 2's gradients are large enough to be clipped
+                p.grad = torch.randn(p.shape, generator=gen) * (3.0 if k == 2 else 0.01)
+        stacked.grad.copy_(StackedGPT.from_models([_grads_as_model(m) for m in models], torch.device("cpu")).flat)
+        opt.step(lr=0.05)
+        for cfg, model, optimizer in zip(configs, models, plain):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+    for k, model in enumerate(models):
+        back = stacked.extract(k).state_dict()
+        for name, value in model.state_dict().items():
+            assert torch.allclose(back[name], value, atol=1e-6), (k, name)
+
+
+def _grads_as_model(model: GPT) -> GPT:
+    import copy
+
+    holder = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, src in zip(holder.parameters(), model.parameters()):
+            p.copy_(src.grad)
+    return holder
+
+
+def test_larger_decay_shrinks_weights_of_that_model_only(tokens):
+    train, val = tokens
+    results = pretrain_batched([tiny(decay=0.0), tiny(decay=1.0)], train, val, VOCAB)
+    norms = [sum(p.detach().pow(2).sum().item() for p in r.model.parameters()) for r in results]
+    assert norms[1] < norms[0]
+    alone = pretrain(tiny(decay=0.0), train, val, VOCAB)
+    assert results[0].metrics["val_loss"] == pytest.approx(alone.metrics["val_loss"], rel=1e-4)
+
+
+def test_a_diverging_model_is_marked_and_the_others_train_on(tokens):
+    train, val = tokens
+    # a coupled decay of 1e6 at lr 1e-2 multiplies weights by about -1e4 each step
+    results = pretrain_batched([tiny(decay=0.1), tiny(decay=1e6)], train, val, VOCAB)
+    ok, bad = results
+    assert isinstance(bad.error, TrainingDiverged) and bad.model is None
+    assert "diverged" in bad.metrics["error"] and math.isnan(bad.metrics["val_loss"])
+    assert ok.error is None
+    alone = pretrain(tiny(decay=0.1), train, val, VOCAB)
+    assert ok.metrics["val_loss"] == pytest.approx(alone.metrics["val_loss"], rel=1e-4)
+    with pytest.raises(TrainingDiverged):
+        pretrain(tiny(decay=1e6), train, val, VOCAB)
+
+
+def test_two_threads_split_the_models_and_give_the_same_result(tokens):
+    train, val = tokens
+    configs = [tiny(decay=d) for d in (0.0, 0.3, 1.0)]
+    one = pretrain_batched(configs, train, val, VOCAB)
+    torch.set_num_threads(2)
+    two = pretrain_batched(configs, train, val, VOCAB)
+    for a, b in zip(one, two):
+        assert b.metrics["val_loss"] == pytest.approx(a.metrics["val_loss"], rel=1e-5)
+
+
+def test_configs_must_differ_only_in_decay_and_seed():
+    check_stackable([tiny(decay=0.1, seed=0), tiny(decay=1.0, seed=3)])
+    with pytest.raises(ConfigError, match=r"configs\[1\]\.lr"):
+        check_stackable([tiny(), tiny(lr=0.5)])
+    with pytest.raises(ConfigError, match="at least one"):
+        check_stackable([])
+
+
+def test_pipeline_batched_returns_run_pipeline_metrics_per_model():
+    from scaling.pipeline import run_pipeline
+
+    configs = [tiny(decay=0.0, context=32, tokens=32 * 4 * 3), tiny(decay=1.0, context=32, tokens=32 * 4 * 3)]
+    batched = run_pipeline_batched(configs)
+    single = run_pipeline(configs[1])
+    assert set(batched[1]) >= set(single)
+    assert batched[1]["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+    assert [m["decay"] for m in batched] == [0.0, 1.0]
+    json.dumps([{k: v for k, v in m.items()} for m in batched])  # JSON-serialisable, as run_pipeline's
+
+
+def test_bench_json_reports_the_reference_ratio_and_batched_speedups(capsys):
+    from scaling.cli import main
+
+    code = main(["bench", "--size", "13k", "--context", "16", "--batch-size", "4", "--steps", "2",
+                 "--repeats", "1", "--k", "1,2", "--threads", "1", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ratio_vs_reference"] > 0
+    assert set(out["speedup_batched"]) == {"1", "2"}
+    assert all(v > 0 for v in out["speedup_batched"].values())
+
+
+def test_bench_rejects_a_bad_k_list(capsys):
+    from scaling.cli import main
+
+    assert main(["bench", "--k", "1,x"]) == 2
+    assert "--k" in capsys.readouterr().err
