@@ -21,7 +21,8 @@ choice of Hagele et al., who fix the warmup length across durations), so:
 
 Each branch's metrics are those of a run with `tokens = D_b` (steps, n_tokens, tpp, tau are the
 budget's), plus `branch_step` (where it left the shared run), `warmup_steps` (the shared warmup),
-`schedule_exact`, and `train_s` = the shared stable time up to the branch plus its own cooldown.
+`schedule_exact`, `cooldown_s` (its own cooldown's training time) and `train_s` = the shared
+stable time up to the branch plus `cooldown_s`.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def pretrain_batched_with_cooldowns(configs: Sequence[RunConfig], budgets: Seque
         while step < branch.start and run.any_alive:
             run.train_step(step, shared_lr[step])
             step += 1
-            if any(step % e == 0 for e in every.values()):  # every branch's own curve grid
+            # the points of each branch's own curve grid that lie on the shared stretch
+            if any(step % every[b.steps] == 0 and step <= b.start for b in plan.branches):
                 eval_start = time.perf_counter()
                 run.record_curve(step, step * cfg.batch_tokens, shared_lr[step - 1], curve_val)
                 eval_time += time.perf_counter() - eval_start
@@ -168,9 +170,11 @@ def _cool_down(run: StackedRun, branch: Branch, plan: CooldownPlan, configs: Seq
             eval_time += time.perf_counter() - eval_start
     if run.device.type == "cuda":
         torch.cuda.synchronize()
-    train_time = stable_time + time.perf_counter() - start - eval_time
+    cooldown_time = time.perf_counter() - start - eval_time
+    train_time = stable_time + cooldown_time
     budget_configs = [c.replace(tokens=branch.tokens, tpp=None) for c in configs]
-    extra = {"branch_step": branch.start, "warmup_steps": plan.warmup, "schedule_exact": plan.exact(branch)}
+    extra = {"branch_step": branch.start, "warmup_steps": plan.warmup, "schedule_exact": plan.exact(branch),
+             "cooldown_s": cooldown_time}
     return run.results(budget_configs, branch.steps, branch.tokens, train_time, val_windows, extra=extra)
 
 
@@ -187,7 +191,8 @@ def compare_with_full_runs(configs: Sequence[RunConfig], budgets: Sequence[int],
                            val_tokens: np.ndarray, vocab_size: int,
                            device: torch.device | None = None) -> list[dict[str, Any]]:
     """val_loss of each cooldown branch against a separate full WSD run at the same budget (each
-    with its own warmup), per config and budget; also the steps each way costs."""
+    with its own warmup), per config and budget; also the steps and time each way costs (wall:
+    everything, evaluations included; train: optimizer steps only)."""
     plan = plan_cooldowns(configs[0], budgets)
     start = time.perf_counter()
     branched = pretrain_batched_with_cooldowns(configs, budgets, train_tokens, val_tokens, vocab_size, device)
@@ -196,6 +201,11 @@ def compare_with_full_runs(configs: Sequence[RunConfig], budgets: Sequence[int],
     full = [pretrain_batched([c.replace(tokens=b.tokens, tpp=None) for c in configs], train_tokens, val_tokens,
                              vocab_size, device=device) for b in plan.branches]
     full_wall = time.perf_counter() - start
+    # training time only (evaluations excluded, as train_s): one stable phase plus every cooldown
+    branch_metrics = [r.metrics for r in branched[0]]
+    train_branched = max(m["train_s"] - m["cooldown_s"] for m in branch_metrics) + sum(
+        m["cooldown_s"] for m in branch_metrics)
+    train_full = sum(f[0].metrics["train_s"] for f in full)
     rows = []
     for k, cfg in enumerate(configs):
         for j, branch in enumerate(plan.branches):
@@ -208,5 +218,6 @@ def compare_with_full_runs(configs: Sequence[RunConfig], budgets: Sequence[int],
                 "val_loss_diff": mine["val_loss"] - theirs["val_loss"],
                 "steps_branched": plan.total_steps, "steps_full": sum(b.steps for b in plan.branches),
                 "wall_s_branched": branch_wall, "wall_s_full": full_wall,
+                "train_s_branched": train_branched, "train_s_full": train_full,
             })
     return rows
