@@ -133,5 +133,45 @@ def test_concurrent_sqlite_claims_never_hand_one_trial_to_two_workers(tmp_path):
     for p in procs:
         p.join()
     claimed = [t for part in parts for t in part]
-    assert all(parts), "every process should win some trials"
+    assert sum(1 for part in parts if part) >= 2, "the claims should have overlapped in time"
     assert len(claimed) == 90 and len(set(claimed)) == 90
+
+
+SAMPLED = """
+name = "sampled"
+sizes = [{ name = "tiny", d_model = 16, n_layers = 1, n_heads = 2 }]
+budgets = { tokens = [1000] }
+seeds = [0, 1]
+tasks = ["arithmetic"]
+storage = "sqlite:///{tmp}/optuna.db"
+
+[decay]
+low = 1e-3
+high = 10
+sampler = "{sampler}"
+n_trials = 4
+"""
+
+
+def bowl(cfg):
+    """A fake trial whose loss is a bowl in log decay (instant, no training)."""
+    import math
+
+    x = math.log10(cfg.decay)
+    return {"val_loss": 3 + (x + 1) ** 2, "ft_score": 1 / (1 + x * x), "seed": cfg.seed, "curve": []}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "nsga2", "random"])
+def test_a_sampler_search_runs_n_trials_inside_the_range_and_can_be_extended(tmp_path, sampler):
+    path = tmp_path / "sampled.toml"
+    path.write_text(SAMPLED.replace("{tmp}", str(tmp_path)).replace("{sampler}", sampler))
+    spec = load_spec(path)
+    assert run_study(spec, trial_fn=bowl, progress=False).ok
+    more = run_study(spec, trial_fn=bowl, progress=False, n_trials=6)
+    assert more.ok and more.enqueued == 2
+    storage = open_storage(spec.storage_url)
+    trials = optuna.load_study(study_name="sampled/tiny@1ktok", storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert all(1e-3 <= t.params["decay"] <= 10 for t in trials)
+    assert [t.user_attrs["seed"] for t in trials] == [0, 1, 0, 1, 0, 1]
+    assert len({t.params["decay"] for t in trials}) == 6

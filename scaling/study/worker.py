@@ -206,6 +206,13 @@ class Worker:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up
             self._fail(study, trial_id, "interrupted", "interrupted by the user (Ctrl-C)", retry="free")
             raise
+        except Exception as exc:  # bookkeeping around the trial failed (a foreign trial, a storage hiccup)
+            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+            print(f"worker {self.index}: trial id {trial_id} failed outside training: {reason}", file=sys.stderr)
+            try:
+                self._fail(study, trial_id, "error", reason, retry="counted")
+            except Exception:  # storage unreachable: the stale heartbeat will re-queue it
+                pass
 
     def _train(self, study: optuna.Study, trial: optuna.Trial) -> None:
         cell = self.spec.cell(trial.user_attrs["cell"])
