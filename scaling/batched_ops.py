@@ -162,13 +162,17 @@ class _HeadCrossEntropy(torch.autograd.Function):
             xc, wc = x.to(dtype), weight_t.to(dtype)
             logits = torch.bmm(xc, wc).float()
             picked = logits.gather(2, targets.unsqueeze(2))
-            exps = logits.exp_()
-            sums = exps.sum(2, keepdim=True)
-            if bool(torch.isfinite(sums).all()):
-                lse = sums.log()
-            else:  # a logit above ~88 somewhere: recompute, max-shifted for every row
-                logits = torch.bmm(xc, wc).float()
-                picked = logits.gather(2, targets.unsqueeze(2))
+            lse = None
+            # CPU, where passes over memory are the cost: skip the max shift unless some row overflows
+            # (checked on the sums). Elsewhere, and under torch.compile (no data-dependent branch), shift.
+            if x.device.type == "cpu" and not torch.compiler.is_compiling():
+                exps = logits.exp_()  # in place: on overflow the logits are recomputed
+                sums = exps.sum(2, keepdim=True)
+                if bool(torch.isfinite(sums).all()):
+                    lse = sums.log()
+                else:
+                    logits = torch.bmm(xc, wc).float()
+            if lse is None:
                 peak = logits.amax(2, keepdim=True)
                 exps = logits.sub_(peak).exp_()
                 sums = exps.sum(2, keepdim=True)
