@@ -343,17 +343,20 @@ def _group_bounds(k: int, device: torch.device, compile: bool) -> list[tuple[int
 
 
 _POOL: Any = None
+_POOL_SIZE = 0
 
 
 def _map_threads(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     """fn over items, one item per thread, kernels single-threaded inside (see `_group_bounds`)."""
-    global _POOL
+    global _POOL, _POOL_SIZE
     if len(items) == 1:
         return [fn(items[0])]
     from concurrent.futures import ThreadPoolExecutor
 
-    if _POOL is None or _POOL._max_workers < len(items):
-        _POOL = ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="scaling-batched")
+    if _POOL is None or _POOL_SIZE < len(items):
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL, _POOL_SIZE = ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="scaling-batched"), len(items)
 
     def single_threaded(item: Any) -> Any:
         if torch.get_num_threads() != 1:  # per thread; the caller's setting is untouched

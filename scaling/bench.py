@@ -69,6 +69,8 @@ class BenchResult:
     trainer_tokens_per_s: list[float] = field(default_factory=list)
     reference_tokens_per_s: list[float] = field(default_factory=list)
     batched_tokens_per_s: dict[int, list[float]] = field(default_factory=dict)  # K -> total tokens/s per run
+    # the same runs per CPU-second of this process (whole call: setup included) - fairer under load
+    cpu_tokens_per_s: dict[str, list[float]] = field(default_factory=dict)  # "reference"/"trainer"/"K=8"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,6 +111,13 @@ class BenchResult:
                 for k, runs in sorted(self.batched_tokens_per_s.items())
             }
             out["speedup_batched"] = self.speedup_batched
+        if self.cpu_tokens_per_s:
+            cpu = {name: statistics.median(runs) for name, runs in self.cpu_tokens_per_s.items()}
+            out["cpu_time"] = {
+                "tokens_per_cpu_s": cpu,
+                "ratio_vs_reference": cpu["trainer"] / cpu["reference"],
+                "speedup_batched": {str(k): cpu[f"K={k}"] / cpu["trainer"] for k in sorted(self.batched_tokens_per_s)},
+            }
         out.update(self.extra)
         return out
 
@@ -135,10 +144,19 @@ def run_bench(cfg: RunConfig, steps: int = 20, repeats: int = 3, ks: tuple[int, 
     trainer_throughput(cfg, data.train, data.val, vocab, 2, device)
     for k in ks:
         batched_throughput(cfg, data.train, data.val, vocab, k, 2, device, compile)
+    def timed(name: str, tokens: int, fn, *args) -> float:
+        start = time.process_time()
+        tokens_per_s = fn(*args)
+        result.cpu_tokens_per_s.setdefault(name, []).append(tokens / max(time.process_time() - start, 1e-9))
+        return tokens_per_s
+
+    tokens = steps * cfg.batch_tokens
     for _ in range(repeats):
-        result.reference_tokens_per_s.append(reference_loop(cfg, data.train, vocab, steps, device))
-        result.trainer_tokens_per_s.append(trainer_throughput(cfg, data.train, data.val, vocab, steps, device))
+        result.reference_tokens_per_s.append(
+            timed("reference", tokens, reference_loop, cfg, data.train, vocab, steps, device))
+        result.trainer_tokens_per_s.append(
+            timed("trainer", tokens, trainer_throughput, cfg, data.train, data.val, vocab, steps, device))
         for k in ks:
-            result.batched_tokens_per_s.setdefault(k, []).append(
-                batched_throughput(cfg, data.train, data.val, vocab, k, steps, device, compile))
+            result.batched_tokens_per_s.setdefault(k, []).append(timed(
+                f"K={k}", k * tokens, batched_throughput, cfg, data.train, data.val, vocab, k, steps, device, compile))
     return result

@@ -53,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
     if ks:
         print(f"batched trainer{' (torch.compile)' if args.compile else ''}: K models stacked, "
               f"speedup = total tokens/s over K sequential trainer runs (median of {args.repeats})")
-        print(f"{'K':>4}{'tokens/s/model':>16}{'total tokens/s':>16}{'GFLOP/s':>10}{'speedup':>9}")
+        print(f"{'K':>4}{'tokens/s/model':>16}{'total tokens/s':>16}{'GFLOP/s':>10}{'speedup':>9}{'(CPU time)':>12}")
         for k in ks:
             row = result["batched"][str(k)]
             print(f"{k:>4}{row['tokens_per_s_per_model']:>16,.0f}{row['total_tokens_per_s']:>16,.0f}"
-                  f"{row['flops_per_s'] / 1e9:>10.2f}{result['speedup_batched'][str(k)]:>9.2f}")
+                  f"{row['flops_per_s'] / 1e9:>10.2f}{result['speedup_batched'][str(k)]:>9.2f}"
+                  f"{result['cpu_time']['speedup_batched'][str(k)]:>12.2f}")
+    print(f"per CPU-second of this process (fairer on a shared machine): trainer / reference "
+          f"{result['cpu_time']['ratio_vs_reference']:.3f}")
     return 0
 
 
