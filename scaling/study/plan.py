@@ -18,6 +18,7 @@ are left for the sampler to propose when a worker pops the slot.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime, timedelta
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -69,8 +70,11 @@ def needs_enqueue(trials: list[FrozenTrial], retry_failed: bool) -> bool:
     if last.state != TrialState.FAIL:
         return False
     kind = last.user_attrs.get("fail_kind")
-    if kind == "interrupted":  # its re-queue was itself interrupted
-        return True
+    if kind == "interrupted":
+        # The worker re-queues an interrupted trial right after failing it; a last attempt
+        # still FAIL a minute later means that re-queue was itself cut off.
+        finished = last.datetime_complete or datetime.now()
+        return datetime.now() - finished > timedelta(seconds=60)
     return retry_failed and kind != "diverged"
 
 
