@@ -202,9 +202,8 @@ class Worker:
                 self._attrs(trial, self.info)
                 self._train(study, trial)
         except KeyboardInterrupt:
-            with contextlib.suppress(ValueError):  # only possible in the main thread
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up
-            self._fail(study, trial_id, "interrupted", "interrupted by the user (Ctrl-C)", retry="free")
+            with _sigint_ignored():  # a second Ctrl-C must not cut the clean-up short
+                self._fail(study, trial_id, "interrupted", "interrupted by the user (Ctrl-C)", retry="free")
             raise
         except Exception as exc:  # bookkeeping around the trial failed (a foreign trial, a storage hiccup)
             reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
@@ -280,6 +279,19 @@ class Worker:
         self.bar.n = done
         self.bar.set_postfix_str(f"mine {self.result.ran}", refresh=False)
         self.bar.refresh()
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to protect
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _make_bar(index: int, progress: bool):
