@@ -83,12 +83,15 @@ from scaling.train import (PretrainResult, autocast_dtype, check_finite, lr_mult
 # layout "may impair performance" of grad stealing, which we never rely on (we accumulate in place).
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
+_ALLOCATOR_TUNED = False
+
+
 def tune_cpu_allocator() -> bool:
     """Keep freed memory in the process heap (glibc: no mmap for large blocks, no trimming).
 
-    The stacked model's activations are tens of MB; glibc serves blocks above 32 MB with fresh
-    mmap pages, so every step would pay a page fault per 4 KB of every large tensor (measured:
-    a 34 MB exp costs 20 ms instead of 6 ms). This is what jemalloc/tcmalloc are recommended for
+    The stacked model's activations are tens of MB; glibc serves blocks above its mmap threshold
+    (at most 32 MB) with fresh mmap pages, so every step would pay a page fault per 4 KB of every
+    large tensor (measured: an exp over 34 MB costs 20 ms instead of 6 ms). This is what jemalloc/tcmalloc are recommended for
     in PyTorch CPU training; it is process-wide and only means memory is reused instead of
     returned to the OS. No-op (False) where glibc is not the allocator."""
     global _ALLOCATOR_TUNED
@@ -104,8 +107,6 @@ def tune_cpu_allocator() -> bool:
         _ALLOCATOR_TUNED = False
     return _ALLOCATOR_TUNED
 
-
-_ALLOCATOR_TUNED = False
 
 # The only RunConfig fields the models of one batch may differ in.
 STACKABLE_FIELDS = ("decay", "seed")
@@ -308,25 +309,33 @@ class StackedAdamW:
         self.alive = torch.ones(model.k, 1, device=model.device)
         self.t = 0
 
+    def step(self, lr: float, groups: Sequence[tuple[int, int]] = ()) -> None:
+        """One AdamW step of every model; with `groups` (row ranges), one thread per group."""
+        self.t += 1
+        if len(groups) > 1:
+            _map_threads(lambda rows: self._update(lr, slice(*rows)), groups)
+        else:
+            self._update(lr, slice(None))
+
     @torch.no_grad()
-    def step(self, lr: float) -> None:
-        p, g = self.model.flat, self.model.grad
+    def _update(self, lr: float, rows: slice) -> None:
+        p, g = self.model.flat[rows], self.model.grad[rows]
+        m, v, alive = self.exp_avg[rows], self.exp_avg_sq[rows], self.alive[rows]
         if self.grad_clip > 0:
             norms = torch.linalg.vector_norm(g, dim=1, keepdim=True)
-            g.mul_((self.grad_clip / (norms + 1e-6)).clamp_(max=1.0) * self.alive)
+            g.mul_((self.grad_clip / (norms + 1e-6)).clamp_(max=1.0) * alive)
         else:
-            g.mul_(self.alive)
-        self.t += 1
-        shrink = (1.0 - lr * self.weight_decay).to(p.dtype)
+            g.mul_(alive)
+        shrink = (1.0 - lr * self.weight_decay[rows]).to(p.dtype)
         if self.decayed_cols == p.shape[1]:
             p.mul_(shrink)
         elif self.decayed_cols:
             p[:, :self.decayed_cols].mul_(shrink)
-        self.exp_avg.lerp_(g, 1 - self.beta1)
-        self.exp_avg_sq.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        m.lerp_(g, 1 - self.beta1)
+        v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         step_size = lr / (1 - self.beta1 ** self.t)
-        denom = (self.exp_avg_sq.sqrt() / math.sqrt(1 - self.beta2 ** self.t)).add_(self.eps)
-        p.addcdiv_(self.exp_avg, denom, value=-step_size)
+        denom = (v.sqrt() / math.sqrt(1 - self.beta2 ** self.t)).add_(self.eps)
+        p.addcdiv_(m, denom, value=-step_size)
 
     @torch.no_grad()
     def kill(self, k: int) -> None:
@@ -395,7 +404,7 @@ class StackedRun:
     """
 
     def __init__(self, configs: Sequence[RunConfig], train_tokens: np.ndarray, vocab_size: int,
-                 device: torch.device, compile: bool = False, model: StackedGPT | None = None):
+                 device: torch.device, compile: bool = False):
         from scaling.data.tokens import Batches
 
         check_stackable(configs)
@@ -407,7 +416,7 @@ class StackedRun:
         self.shape = model_shape(cfg)
         self.k = len(self.configs)
         seeds = [c.seed for c in self.configs]
-        self.model = model or StackedGPT.from_seeds(self.shape, vocab_size, cfg.context, seeds, device)
+        self.model = StackedGPT.from_seeds(self.shape, vocab_size, cfg.context, seeds, device)
         self.optimizer = StackedAdamW(self.model, self.configs)
         self.shared_data = len(set(seeds)) == 1
         self.batches = [Batches(train_tokens, cfg.batch_size, cfg.context, s)
@@ -436,7 +445,7 @@ class StackedRun:
         array = arrays[0] if self.shared_data else np.stack(arrays)
         return torch.from_numpy(array).to(self.device, non_blocking=True)
 
-    def _forward_backward(self, model: StackedGPT, losses_fn, batch: torch.Tensor) -> torch.Tensor:
+    def _forward_backward(self, losses_fn: Callable[..., torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             losses = losses_fn(batch[..., :-1], batch[..., 1:])
         losses.sum().backward()
@@ -447,9 +456,9 @@ class StackedRun:
         batch = self.batch(step)
         self.model.grad.zero_()
         if len(self.groups) == 1:
-            losses = self._forward_backward(self.model, self._losses, batch)
+            losses = self._forward_backward(self._losses, batch)
         else:
-            parts = [(model, model.losses, batch if self.shared_data else batch[a:b]) for a, b, model in self.groups]
+            parts = [(model.losses, batch if self.shared_data else batch[a:b]) for a, b, model in self.groups]
             losses = torch.cat(_map_threads(lambda part: self._forward_backward(*part), parts))
         values = losses.tolist()
         for k, value in enumerate(values):
@@ -461,7 +470,7 @@ class StackedRun:
                     self.optimizer.kill(k)
                     continue
                 self.recent[k].append(value)
-        self.optimizer.step(lr)
+        self.optimizer.step(lr, [(a, b) for a, b, _ in self.groups])
         return values
 
     @torch.no_grad()
