@@ -239,3 +239,11 @@ def test_the_bf16_autocast_path_trains(tokens):
         a, b = exact.train_step(step, 1e-2), mixed.train_step(step, 1e-2)
         assert b == pytest.approx(a, rel=2e-2)
     assert torch.isfinite(mixed.model.flat).all() and mixed.errors == [None, None]
+
+
+def test_pipeline_batched_records_a_divergence_instead_of_raising():
+    configs = [tiny(decay=0.1, context=32, tokens=32 * 4 * 3), tiny(decay=1e6, context=32, tokens=32 * 4 * 3)]
+    ok, bad = run_pipeline_batched(configs)
+    assert "error" not in ok and "qk_rank" in ok
+    assert bad["diverged_phase"] == "pretraining" and "qk_rank" not in bad
+    assert bad["decay"] == 1e6 and isinstance(bad["curve"], list) and bad["wall_s"] >= 0
