@@ -1,5 +1,7 @@
 """`scaling run`: the main job end to end on a tiny study, then resumed."""
 
+import json
+
 import pandas as pd
 
 from scaling.cli import main
@@ -33,6 +35,7 @@ def test_run_trains_exports_fits_and_reports(tmp_path, monkeypatch, capsys):
     trials = pd.read_csv(folder / "trials.csv")
     assert sorted(trials["decay"]) == [0, 0.1, 1]
     assert (folder / "report.html").stat().st_size > 100_000
+    assert json.loads((folder / "fits.json").read_text())["optima"]  # written even when no law fits
     assert "report:" in out and "wall time" in out
 
     # a second run resumes: nothing is trained again, the same trials are exported

@@ -13,11 +13,15 @@ def register(sub) -> None:
 
     run = actions.add_parser("run", help="plan the spec's trials and run workers until none is left")
     _common(run)
-    run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="worker processes on this machine (default: one per CPU thread on a CPU-only machine, 1 with a GPU)")
     run.add_argument("--n-trials", type=int, default=None, dest="n_trials",
                      help="trials per cell for a sampler search (overrides the spec; only extends)")
     run.add_argument("--threads", type=int, default=None,
                      help="torch CPU threads per worker (default: this machine's threads / workers)")
+    run.add_argument("--batch-models", type=int, default=None, dest="batch_models",
+                     help="trials of one cell each worker trains together as one stacked model "
+                          "(overrides the spec's batch_models; default 1)")
     run.add_argument("--retry-failed", action="store_true", dest="retry_failed",
                      help="queue again trials that finally failed (except diverged ones)")
     run.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bars")
@@ -46,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     report = run_study(spec, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
                        progress=args.progress and sys.stderr.isatty(), threads=args.threads,
-                       retry_failed=args.retry_failed)
+                       retry_failed=args.retry_failed, batch_models=args.batch_models)
     print(report.status.to_text())
     return 0 if report.ok else 1
 

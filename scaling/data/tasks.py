@@ -64,8 +64,8 @@ Task = LMTask | SFTTask
 # fine-tune takes a few seconds. Tuned by the pipeline's owner, not by the science.
 RECIPES = {
     "code": FinetuneRecipe(steps=100, lr=1e-3, batch_size=16),
-    "arithmetic": FinetuneRecipe(steps=400, lr=3e-3, batch_size=64),
-    "source": FinetuneRecipe(steps=200, lr=1e-3, batch_size=32),
+    "arithmetic": FinetuneRecipe(steps=300, lr=3e-3, batch_size=64),
+    "source": FinetuneRecipe(steps=200, lr=2e-3, batch_size=16),
     "jsonl": FinetuneRecipe(steps=200, lr=1e-3, batch_size=16),
 }
 
