@@ -22,6 +22,8 @@ Example (see studies/*.toml for real ones)::
 
     [run]            # any other RunConfig field
     eval_tokens = 16384
+
+    batch_models = 4 (top level, before any table) trains up to 4 trials of a cell together.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from scaling.errors import ConfigError
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
 PER_SIZE_KEYS = ("lr", "schedule", "batch_size", "context")
 TOP_KEYS = ("name", "description", "sizes", "budgets", "decay", "seeds", "tasks", "storage",
-            *PER_SIZE_KEYS, "run", "worker")
+            *PER_SIZE_KEYS, "run", "worker", "batch_models")
 SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "d_ff")
 # RunConfig fields the spec sets itself; [run] may not override them.
 SPEC_OWNED = frozenset({"size", *SHAPE_KEYS, "decay", "tokens", "tpp", "seed", "tasks", *PER_SIZE_KEYS})
@@ -160,6 +162,9 @@ class StudySpec:
     storage: str | None = None
     worker: WorkerSettings = WorkerSettings()
     description: str = ""
+    # Trials of one cell a worker trains together as one stacked model (`scaling.batched`);
+    # 1 trains one trial at a time.
+    batch_models: int = 1
 
     @property
     def storage_url(self) -> str:
@@ -268,9 +273,11 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> StudySpec:
     if storage is not None and "://" not in storage:
         v.fail("storage", "an SQLAlchemy URL such as sqlite:///path.db", storage)
     worker = _parse_worker(v, data)
+    batch_models = v.get(data, "batch_models", int, "a positive integer (trials trained together)",
+                         default=1, low=1)
     spec = StudySpec(name=name, path=path, sizes=sizes, budgets=budgets, decay=decay, seeds=seeds,
                      tasks=tasks, per_size=per_size, run=run, storage=storage, worker=worker,
-                     description=description)
+                     description=description, batch_models=batch_models)
     _check_run_configs(v, spec, data)
     return spec
 

@@ -6,6 +6,13 @@ to pop waits while other workers' trials are still running: if one of them dies,
 goes stale, the trial is failed and re-queued with the same params, and a waiting worker runs
 it. The worker stops when no cell has a WAITING or RUNNING trial.
 
+Batches (spec `batch_models = K` > 1). The worker claims up to K WAITING trials of one cell,
+each with the same atomic claim as a single trial, heartbeats all of them, trains them as one
+stacked model (`scaling.batched.run_pipeline_batched`: the trials of a cell differ only in decay
+and seed) and records each one exactly as a lone trial: a model that diverged fails alone, the
+others complete. An error of the whole batch, Ctrl-C or a crash affects every trial of it the
+way it would affect one trial (retried, re-queued, or gone stale and re-queued).
+
 Outcomes of one trial:
   complete    values = (val_loss, ft_score); every metric a user attr, `curve` included
   diverged    FAIL, fail_kind "diverged" and fail_reason; final (a rerun would diverge again)
@@ -37,12 +44,15 @@ from optuna.trial import TrialState
 
 import scaling
 from scaling.config import RunConfig
-from scaling.errors import TrainingDiverged
+from scaling.errors import ConfigError, TrainingDiverged
 from scaling.study.plan import OBJECTIVES, by_plan_key, requeue
 from scaling.study.spec import DecaySearch, StudySpec
 from scaling.study.storage import open_storage, retry_storage
 
 TrialFn = Callable[[RunConfig], dict[str, Any]]
+# K configs in, K metrics dicts out; a diverged model's dict carries `error`, `diverged_step`
+# and `diverged_phase` instead of raising (the contract of `run_pipeline_batched`).
+BatchFn = Callable[[list[RunConfig]], list[dict[str, Any]]]
 
 
 def pipeline_trial(config: RunConfig) -> dict[str, Any]:
@@ -50,6 +60,13 @@ def pipeline_trial(config: RunConfig) -> dict[str, Any]:
     from scaling.pipeline import run_pipeline
 
     return run_pipeline(config, progress=False)
+
+
+def pipeline_batch(configs: list[RunConfig]) -> list[dict[str, Any]]:
+    """The default unit of work of a batch: `scaling.batched.run_pipeline_batched`."""
+    from scaling.batched import run_pipeline_batched
+
+    return run_pipeline_batched(configs, progress=False)
 
 
 @dataclass
@@ -139,10 +156,12 @@ def claim(study: optuna.Study) -> int | None:
 
 class Worker:
     def __init__(self, spec: StudySpec, storage_url: str, index: int = 0, trial_fn: TrialFn | None = None,
-                 progress: bool = True, poll_s: float | None = None):
+                 progress: bool = True, poll_s: float | None = None, batch_fn: BatchFn | None = None):
+        check_batch_fn(spec, trial_fn, batch_fn)
         self.spec = spec
         self.index = index
         self.trial_fn = trial_fn or pipeline_trial
+        self.batch_fn = batch_fn or pipeline_batch
         self.storage = open_storage(storage_url, spec.worker)
         self.cells = spec.cells()
         self.studies = {
@@ -163,7 +182,11 @@ class Worker:
             while True:
                 claimed = self._claim_any()
                 if claimed is not None:
-                    self._run_trial(*claimed)
+                    study, trial_ids = claimed
+                    if self.spec.batch_models == 1:
+                        self._run_trial(study, trial_ids[0])
+                    else:
+                        self._run_batch(study, trial_ids)
                     self._refresh_bar()
                 elif self._anything_running():
                     time.sleep(self.poll_s)  # another worker's trial may still die and come back
@@ -177,13 +200,20 @@ class Worker:
                 self.bar.close()
         return self.result
 
-    def _claim_any(self) -> tuple[optuna.Study, int] | None:
+    def _claim_any(self) -> tuple[optuna.Study, list[int]] | None:
+        """Up to `batch_models` trials of the first cell that has any waiting; each claimed by
+        the atomic `claim`, so batching cannot make two workers run one trial."""
         for cell in self.cells:
             study = self.studies[cell.name]
             retry_storage(lambda: optuna.storages.fail_stale_trials(study))
-            trial_id = retry_storage(lambda: claim(study))
-            if trial_id is not None:
-                return study, trial_id
+            trial_ids: list[int] = []
+            while len(trial_ids) < self.spec.batch_models:
+                trial_id = retry_storage(lambda: claim(study))
+                if trial_id is None:
+                    break
+                trial_ids.append(trial_id)
+            if trial_ids:
+                return study, trial_ids
         return None
 
     def _anything_running(self) -> bool:
@@ -213,12 +243,17 @@ class Worker:
             except Exception:  # storage unreachable: the stale heartbeat will re-queue it
                 pass
 
-    def _train(self, study: optuna.Study, trial: optuna.Trial) -> None:
+    def _prepare(self, trial: optuna.Trial) -> RunConfig:
+        """The trial's RunConfig (asking the sampler for its decay), recorded on the trial."""
         cell = self.spec.cell(trial.user_attrs["cell"])
         seed = int(trial.user_attrs["seed"])
         decay = suggest_decay(trial, self.spec.decay)
         config = self.spec.run_config(cell, decay, seed)
         self._attrs(trial, {"config": config.to_dict(), "size": cell.size.name})
+        return config
+
+    def _train(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        config = self._prepare(trial)
         start = time.perf_counter()
         try:
             metrics = self.trial_fn(config)
@@ -234,7 +269,10 @@ class Worker:
                                 "traceback": traceback.format_exc(limit=8)})
             self._fail(study, trial._trial_id, "error", reason, retry="counted")
             return
-        wall = time.perf_counter() - start
+        self._record(study, trial, metrics, time.perf_counter() - start)
+
+    def _record(self, study: optuna.Study, trial: optuna.Trial, metrics: dict[str, Any], wall: float) -> None:
+        """Complete the trial with its metrics (or FAIL it when an objective is not finite)."""
         values = [metrics.get(name) for name in OBJECTIVES]
         bad = [n for n, v in zip(OBJECTIVES, values) if not _finite(v)]
         curve = metrics.pop("curve", None)
@@ -246,6 +284,76 @@ class Worker:
             return
         retry_storage(lambda: study.tell(trial, values=[float(v) for v in values], skip_if_finished=True))
         self.result.completed += 1
+
+    # -- a batch of trials of one cell ----------------------------------------------------------
+
+    def _run_batch(self, study: optuna.Study, trial_ids: list[int]) -> None:
+        """`_run_trial` for several trials trained together; each ends as it would alone."""
+        self.result.ran += len(trial_ids)
+        pending = list(trial_ids)  # claimed and not yet told
+        try:
+            with contextlib.ExitStack() as beats:
+                for trial_id in trial_ids:
+                    beats.enter_context(Heartbeat(self.storage, trial_id, self.spec.worker.heartbeat_interval))
+                trials, configs = [], []
+                for trial_id in trial_ids:
+                    trial = optuna.Trial(study, trial_id)
+                    try:
+                        self._attrs(trial, self.info)
+                        configs.append(self._prepare(trial))
+                        trials.append(trial)
+                    except Exception as exc:  # this trial alone is broken (a foreign trial)
+                        self._fail_outside(study, trial_id, exc)
+                        pending.remove(trial_id)
+                if trials:
+                    self._train_batch(study, trials, configs, pending)
+        except KeyboardInterrupt:
+            with _sigint_ignored():
+                for trial_id in pending:
+                    self._fail(study, trial_id, "interrupted", "interrupted by the user (Ctrl-C)", retry="free")
+            raise
+        except Exception as exc:
+            for trial_id in pending:
+                self._fail_outside(study, trial_id, exc)
+
+    def _train_batch(self, study: optuna.Study, trials: list[optuna.Trial], configs: list[RunConfig],
+                     pending: list[int]) -> None:
+        from scaling.batched import check_stackable
+
+        start = time.perf_counter()
+        try:
+            check_stackable(configs)  # one cell's trials differ only in decay and seed
+            results = self.batch_fn(configs)
+            if len(results) != len(configs):
+                raise RuntimeError(f"batch_fn returned {len(results)} results for {len(configs)} configs")
+        except Exception as exc:  # a bug or a lost device: every trial of the batch as if alone
+            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+            numbers = ", ".join(str(t.number) for t in trials)
+            print(f"worker {self.index}: trials {numbers} failed: {reason}", file=sys.stderr)
+            for trial in trials:
+                self._attrs(trial, {"trial_wall_s": time.perf_counter() - start,
+                                    "traceback": traceback.format_exc(limit=8)})
+                self._fail(study, trial._trial_id, "error", reason, retry="counted")
+                pending.remove(trial._trial_id)
+            return
+        wall = time.perf_counter() - start  # every trial of the batch ran this long
+        for trial, metrics in zip(trials, results):
+            if metrics.get("error") is not None:  # diverged: final, as a lone trial's TrainingDiverged
+                self._attrs(trial, {"trial_wall_s": wall, "diverged_step": _jsonable(metrics.get("diverged_step")),
+                                    "diverged_phase": metrics.get("diverged_phase")})
+                self._fail(study, trial._trial_id, "diverged", str(metrics["error"]), retry="never")
+            else:
+                self._record(study, trial, dict(metrics), wall)
+            pending.remove(trial._trial_id)
+
+    def _fail_outside(self, study: optuna.Study, trial_id: int, exc: Exception) -> None:
+        """The bookkeeping around a trial failed: FAIL it (counted retry) if the storage lets us."""
+        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        print(f"worker {self.index}: trial id {trial_id} failed outside training: {reason}", file=sys.stderr)
+        try:
+            self._fail(study, trial_id, "error", reason, retry="counted")
+        except Exception:  # storage unreachable: the stale heartbeat will re-queue it
+            pass
 
     def _fail(self, study: optuna.Study, trial_id: int, kind: str, reason: str, retry: str) -> None:
         """FAIL the trial with its reason; retry: "never", "counted" (up to max_retry) or "free"."""
@@ -315,11 +423,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def check_batch_fn(spec: StudySpec, trial_fn: TrialFn | None, batch_fn: BatchFn | None) -> None:
+    """A custom `trial_fn` trains one config; batching it needs a matching `batch_fn`."""
+    if spec.batch_models > 1 and trial_fn is not None and batch_fn is None:
+        raise ConfigError(f"{spec.path}: batch_models: a custom trial_fn trains one config at a time; "
+                          f"expected batch_models = 1 or a batch_fn, got {spec.batch_models}")
+
+
 def run_worker(spec: StudySpec, storage_url: str, index: int = 0, trial_fn: TrialFn | None = None,
-               progress: bool = True, threads: int | None = None) -> WorkerResult:
+               progress: bool = True, threads: int | None = None, batch_fn: BatchFn | None = None) -> WorkerResult:
     """Run one worker in this process until the study has nothing left to run."""
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    return Worker(spec, storage_url, index=index, trial_fn=trial_fn, progress=progress).run()
+    return Worker(spec, storage_url, index=index, trial_fn=trial_fn, progress=progress, batch_fn=batch_fn).run()
