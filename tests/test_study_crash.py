@@ -137,7 +137,7 @@ def test_ctrl_c_stops_cleanly_and_run_resumes_where_it_stopped(tmp_path):
 
     os.environ["STUDY_TEST_MARKS"] = str(marks)
     try:
-        report = run_study(spec, trial_fn=stalls_once_at_decay_0_1, progress=False)
+        report = run_study(spec, workers=1, trial_fn=stalls_once_at_decay_0_1, progress=False)
     finally:
         del os.environ["STUDY_TEST_MARKS"]
     assert report.ok and report.enqueued == 0
@@ -166,13 +166,13 @@ def test_a_diverging_run_is_a_failed_trial_with_its_reason_and_the_study_complet
     path = tmp_path / "diverge.toml"
     path.write_text(DIVERGE_SPEC.replace("{storage}", f"sqlite:///{tmp_path}/optuna.db"))
     spec = load_spec(path)
-    report = run_study(spec, progress=False)
+    report = run_study(spec, workers=1, progress=False)
     assert report.ok
     absurd, tiny = report.status.cells
     assert (absurd.complete, absurd.failed, tiny.complete, tiny.failed) == (0, 1, 1, 0)
     assert "diverged at step" in absurd.failures[0]
 
-    again = run_study(spec, progress=False)  # a diverged trial is done: never retried
+    again = run_study(spec, workers=1, progress=False)  # a diverged trial is done: never retried
     assert again.ok and again.enqueued == 0 and again.workers[0].ran == 0
 
     result = export_study(spec, out_dir=tmp_path / "out")

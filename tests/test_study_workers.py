@@ -166,8 +166,8 @@ def test_a_sampler_search_runs_n_trials_inside_the_range_and_can_be_extended(tmp
     path = tmp_path / "sampled.toml"
     path.write_text(SAMPLED.replace("{tmp}", str(tmp_path)).replace("{sampler}", sampler))
     spec = load_spec(path)
-    assert run_study(spec, trial_fn=bowl, progress=False).ok
-    more = run_study(spec, trial_fn=bowl, progress=False, n_trials=6)
+    assert run_study(spec, workers=1, trial_fn=bowl, progress=False).ok
+    more = run_study(spec, workers=1, trial_fn=bowl, progress=False, n_trials=6)
     assert more.ok and more.enqueued == 2
     storage = open_storage(spec.storage_url)
     trials = optuna.load_study(study_name="sampled/tiny@1ktok", storage=storage).get_trials()
