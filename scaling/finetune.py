@@ -83,33 +83,30 @@ def _trim(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 @torch.no_grad()
-def exact_match(model: GPT, data: EncodedExamples, device: torch.device, batch_size: int = 64) -> float:
+def _scored_batches(model: GPT, data: EncodedExamples, device: torch.device, batch_size: int = 64):
+    """Yield (logits, targets) for consecutive batches of encoded rows, in eval mode."""
     model.eval()
-    hits = 0
     dtype = autocast_dtype(device)
     for s in range(0, len(data.inputs), batch_size):
         inp, tgt = _trim(data.inputs[s:s + batch_size], data.targets[s:s + batch_size])
         x = torch.from_numpy(inp).to(device)
-        y = torch.from_numpy(tgt).to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits, _ = model(x)
+        yield logits, torch.from_numpy(tgt).to(device)
+
+
+def exact_match(model: GPT, data: EncodedExamples, device: torch.device, batch_size: int = 64) -> float:
+    hits = 0
+    for logits, y in _scored_batches(model, data, device, batch_size):
         ok = (logits.argmax(-1) == y) | (y == -100)
         hits += int(ok.all(dim=1).sum())
     return hits / len(data.inputs)
 
 
-@torch.no_grad()
 def sequence_nll(model: GPT, data: EncodedExamples, device: torch.device, batch_size: int = 64) -> np.ndarray:
     """Summed NLL of each row's target tokens."""
-    model.eval()
     out = []
-    dtype = autocast_dtype(device)
-    for s in range(0, len(data.inputs), batch_size):
-        inp, tgt = _trim(data.inputs[s:s + batch_size], data.targets[s:s + batch_size])
-        x = torch.from_numpy(inp).to(device)
-        y = torch.from_numpy(tgt).to(device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits, _ = model(x)
+    for logits, y in _scored_batches(model, data, device, batch_size):
         logp = torch.log_softmax(logits.float(), dim=-1)
         mask = y != -100
         picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
