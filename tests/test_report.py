@@ -266,3 +266,13 @@ def test_report_draws_every_figure_in_headless_chromium_offline(browser, folder,
     WebDriverWait(browser, 10).until(lambda d: d.execute_script(title) == "val_loss (nats/token)")
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []
+
+
+def test_cells_of_one_nominal_budget_share_a_panel():
+    """Budgets rounded to whole steps give 5, 5.02, 5.04 TPP: one budget, not three."""
+    from scaling.report.data import snap_budgets
+
+    snapped = snap_budgets(pd.Series([5.0, 5.02, 5.04, 20.0, 19.99, 80.0]))
+    assert snapped.nunique() == 3
+    assert snapped.iloc[0] == snapped.iloc[1] == snapped.iloc[2] == 5.02
+    assert snapped.iloc[3] == snapped.iloc[4]

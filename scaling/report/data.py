@@ -80,9 +80,26 @@ def check_trials(df: pd.DataFrame, source: str = "trials table") -> pd.DataFrame
         labels = [cell_label(n, t) for n, t in zip(out["n_params"], out["tpp"])]
         out["cell"] = out["cell"].fillna(pd.Series(labels, index=out.index)) if "cell" in out.columns else labels
     out["cell"] = out["cell"].astype(str)
+    out["tpp"] = snap_budgets(out["tpp"])
     if "trial_number" not in out.columns:
         out["trial_number"] = np.arange(len(out))
     return out.reset_index(drop=True)
+
+
+def snap_budgets(tpp: pd.Series, rtol: float = 0.02) -> pd.Series:
+    """One value per token budget. Budgets are rounded to whole optimizer steps, so cells of
+    one nominal budget record slightly different realised ratios (5, 5.02, 5.04); values within
+    `rtol` of a group's smallest member are drawn as one budget, at the group's median."""
+    values = np.sort(tpp.dropna().unique().astype(float))
+    mapping: dict[float, float] = {}
+    group: list[float] = []
+    for v in values:
+        if group and v > group[0] * (1 + rtol):
+            mapping.update({g: float(np.median(group)) for g in group})
+            group = []
+        group.append(v)
+    mapping.update({g: float(np.median(group)) for g in group})
+    return tpp.map(lambda v: mapping.get(float(v), v) if pd.notna(v) else v)
 
 
 def check_curves(df: pd.DataFrame, source: str = "curves table") -> pd.DataFrame:

@@ -239,7 +239,7 @@ def _objective_vs_decay(tables: StudyTables, rfit: ReportFit, columns: list[str]
             _draw_metric(fig, sub, column, axis, r, c, colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
                          name_of=lambda m: size_label(float(m["n_params"].iloc[0])), shown=shown, views=views)  # fmt: skip
             if column in OBJECTIVE_NAMES:
-                opts = [o for o in rfit.optima_for(column) if np.isclose(o.tpp, tpp, rtol=1e-4)]
+                opts = [o for o in rfit.optima_for(column) if np.isclose(o.tpp, tpp, rtol=0.02)]
                 _draw_optima(fig, opts, axis, r, c, lambda o: colours.get(o.n_params, "black"), shown,
                              OBJECTIVE_NAMES[column], views, best)  # fmt: skip
             _decay_xaxis(fig, axis, r, c, "decay" if r == rows else None)
