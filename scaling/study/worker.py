@@ -236,12 +236,7 @@ class Worker:
                 self._fail(study, trial_id, "interrupted", "interrupted by the user (Ctrl-C)", retry="free")
             raise
         except Exception as exc:  # bookkeeping around the trial failed (a foreign trial, a storage hiccup)
-            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-            print(f"worker {self.index}: trial id {trial_id} failed outside training: {reason}", file=sys.stderr)
-            try:
-                self._fail(study, trial_id, "error", reason, retry="counted")
-            except Exception:  # storage unreachable: the stale heartbeat will re-queue it
-                pass
+            self._fail_outside(study, trial_id, exc)
 
     def _prepare(self, trial: optuna.Trial) -> RunConfig:
         """The trial's RunConfig (asking the sampler for its decay), recorded on the trial."""
