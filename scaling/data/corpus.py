@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -101,20 +101,26 @@ def _read_file(file: Path, rel: Path) -> list[Document]:
     return list(_read_parquet(file, stem))
 
 
-def _read_jsonl(file: Path, stem: str) -> Iterator[Document]:
+def iter_jsonl(file: Path, what: str, example: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line of a JSONL file; a line that is not
+    JSON is a DataError naming `what` (e.g. "corpus file"), the file, the line and `example`."""
     with file.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"corpus file {file} line {lineno}: not valid JSON ({exc.msg}); "
-                                f'expected an object like {{"text": "...", "label": "..."}}') from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                raise DataError(f'corpus file {file} line {lineno}: expected an object with a string field "text"')
-            if rec["text"].strip():
-                yield _record_document(rec, f"{stem}:{lineno}", f"{file} line {lineno}")
+                raise DataError(f"{what} {file} line {lineno}: not valid JSON ({exc.msg}); "
+                                f"expected an object like {example}") from None
+
+
+def _read_jsonl(file: Path, stem: str) -> Iterator[Document]:
+    for lineno, rec in iter_jsonl(file, "corpus file", '{"text": "...", "label": "..."}'):
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+            raise DataError(f'corpus file {file} line {lineno}: expected an object with a string field "text"')
+        if rec["text"].strip():
+            yield _record_document(rec, f"{stem}:{lineno}", f"{file} line {lineno}")
 
 
 def _read_parquet(file: Path, stem: str) -> Iterator[Document]:

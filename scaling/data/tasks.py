@@ -12,7 +12,6 @@ function of (name, tokenizer, heldout_docs, seed): the same arguments give the s
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import sys
@@ -24,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from scaling.data.corpus import Document
+from scaling.data.corpus import Document, iter_jsonl
 from scaling.data.tokenizer import Tokenizer
 from scaling.errors import ConfigError, DataError
 
@@ -270,17 +269,11 @@ def jsonl_task(path: str | Path, tokenizer: Tokenizer, seed: int = 0) -> LMTask 
     if not file.is_file():
         raise DataError(f"task file {file}: no such file")
     records: list[tuple[int, dict]] = []
-    with file.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"task file {file} line {lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f'task file {file} line {lineno}: expected an object like {{"prompt": ..., "completion": ...}}')
-            records.append((lineno, rec))
+    example = '{"prompt": ..., "completion": ...}'
+    for lineno, rec in iter_jsonl(file, "task file", example):
+        if not isinstance(rec, dict):
+            raise DataError(f"task file {file} line {lineno}: expected an object like {example}")
+        records.append((lineno, rec))
     if not records:
         raise DataError(f'task file {file}: empty; expected JSONL lines {{"prompt": ..., "completion": ...}} or {{"text": ...}}')
     kind = _record_kind(file, *records[0])
