@@ -13,3 +13,12 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Token caches go to one temporary folder per test session, never to ~/.cache."""
     if "SCALING_CACHE_DIR" not in os.environ:
         monkeypatch.setenv("SCALING_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restoring the caller's count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,7 +3,6 @@
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,27 +12,15 @@ from scaling.errors import ConfigError, TrainingDiverged
 from scaling.model import GPT, LADDER
 from scaling.train import build_optimizer, pretrain
 
-VOCAB = 258
+from tests.synthetic import VOCAB, pattern_tokens
 
 # the gradient buffers view a strided (K, P) buffer on purpose (see scaling.batched)
-pytestmark = pytest.mark.filterwarnings("ignore:grad and param do not obey")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:grad and param do not obey"), pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
 def tokens():
-    """A small corpus with structure (a noisy repeating pattern), so losses move in a few steps."""
-    rng = np.random.default_rng(0)
-    train = (np.tile(np.arange(200) % 97, 150) + rng.integers(0, 3, 30000)) % VOCAB
-    val = (np.tile(np.arange(200) % 97, 20) + rng.integers(0, 3, 4000)) % VOCAB
-    return train.astype(np.int64), val.astype(np.int64)
+    return pattern_tokens(0)
 
 
 def tiny(**changes) -> RunConfig:

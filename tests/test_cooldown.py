@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from scaling.batched import pretrain_batched
 from scaling.config import RunConfig
@@ -11,26 +10,16 @@ from scaling.cooldown import (compare_with_full_runs, plan_cooldowns, pretrain_b
 from scaling.errors import ConfigError
 from scaling.train import lr_multiplier, pretrain, warmup_steps
 
-VOCAB = 258
+from tests.synthetic import VOCAB, pattern_tokens
+
 STEP_TOKENS = 16 * 4  # context 16, batch 4
 
-pytestmark = pytest.mark.filterwarnings("ignore:grad and param do not obey")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:grad and param do not obey"), pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
 def tokens():
-    rng = np.random.default_rng(1)
-    train = (np.tile(np.arange(200) % 97, 150) + rng.integers(0, 3, 30000)) % VOCAB
-    val = (np.tile(np.arange(200) % 97, 20) + rng.integers(0, 3, 4000)) % VOCAB
-    return train.astype(np.int64), val.astype(np.int64)
+    return pattern_tokens(1)
 
 
 def wsd(**changes) -> RunConfig:
