@@ -111,6 +111,11 @@ def _claim_until_empty(url: str, barrier, results) -> None:
     study = optuna.load_study(study_name="race", storage=storage)
     barrier.wait()  # start claiming together, or the first process would take everything
     claimed = []
+    if (first := claim(study)) is not None:
+        claimed.append(first)
+    # SQLite's busy handler lets one process that keeps re-taking the write lock starve the
+    # others; meeting again after one claim each keeps all three in the race to the end.
+    barrier.wait()
     while (trial_id := claim(study)) is not None:
         claimed.append(trial_id)
     results.put(claimed)
