@@ -76,8 +76,8 @@ from scaling import batched_ops as ops
 from scaling.config import RunConfig
 from scaling.errors import ConfigError, TrainingDiverged
 from scaling.model import GPT, ModelShape, non_embedding_params, rotary_tables
-from scaling.train import (PretrainResult, autocast_dtype, check_finite, lr_multiplier, model_shape,
-                           pretrain_metrics, resolve_device, seen_sample_steps, token_budget)
+from scaling.train import (LossReadback, PretrainResult, autocast_dtype, check_finite, lr_multiplier, model_shape,
+                           pretrain_metrics, readback_interval, resolve_device, seen_sample_steps, token_budget)
 
 # The gradient buffers deliberately view a strided (K, P) buffer; autograd warns that such a
 # layout "may impair performance" of grad stealing, which we never rely on (we accumulate in place).
@@ -427,6 +427,7 @@ class StackedRun:
         self.recent: list[list[float]] = [[] for _ in range(self.k)]
         self.autocast = autocast_dtype(device)
         self.compile = compile
+        self.readback = LossReadback(readback_interval(device))
         self._set_model(self.model)
 
     def _set_model(self, model: StackedGPT) -> None:
@@ -452,8 +453,11 @@ class StackedRun:
         losses.sum().backward()
         return losses.detach()
 
-    def train_step(self, step: int, lr: float) -> list[float]:
-        """One optimizer step of every live model at learning rate `lr`; returns the K losses."""
+    def train_step(self, step: int, lr: float) -> list[tuple[int, list[float]]]:
+        """One optimizer step of every live model at learning rate `lr`.
+
+        Returns the (step, K losses) pairs read back from the device by this call: every step on
+        CPU, every `readback_interval` steps elsewhere (see `sync`)."""
         batch = self.batch(step)
         self.model.grad.zero_()
         if len(self.groups) == 1:
@@ -461,18 +465,30 @@ class StackedRun:
         else:
             parts = [(model.losses, batch if self.shared_data else batch[a:b]) for a, b, model in self.groups]
             losses = torch.cat(_map_threads(lambda part: self._forward_backward(*part), parts))
-        values = losses.tolist()
-        for k, value in enumerate(values):
-            if self.errors[k] is None:
-                try:
-                    check_finite(value, step, self.vocab_size)
-                except TrainingDiverged as exc:
-                    self.errors[k] = exc
-                    self.optimizer.kill(k)
-                    continue
-                self.recent[k].append(value)
+        # read before the update, so on CPU a model that just diverged is frozen before it steps
+        pairs = self._absorb(self.readback.add(step, losses))
         self.optimizer.step(lr, [(a, b) for a, b, _ in self.groups])
-        return values
+        return pairs
+
+    def sync(self) -> list[tuple[int, list[float]]]:
+        """Read back and check every loss still on the device (before evaluations and branching)."""
+        return self._absorb(self.readback.flush())
+
+    def _absorb(self, pairs: list[tuple[int, list[float]]]) -> list[tuple[int, list[float]]]:
+        """Check read-back losses; a model that diverged is frozen (`StackedAdamW.kill`). On a GPU
+        that happens up to `readback_interval - 1` steps late: its own row may hold non-finite
+        values meanwhile, which nothing mixes into the other models' rows."""
+        for step, values in pairs:
+            for k, value in enumerate(values):
+                if self.errors[k] is None:
+                    try:
+                        check_finite(value, step, self.vocab_size)
+                    except TrainingDiverged as exc:
+                        self.errors[k] = exc
+                        self.optimizer.kill(k)
+                        continue
+                    self.recent[k].append(value)
+        return pairs
 
     @torch.no_grad()
     def evaluate(self, windows: np.ndarray, batch_size: int = 32) -> list[float]:
@@ -496,6 +512,7 @@ class StackedRun:
         return (total / max(n, 1)).tolist()
 
     def record_curve(self, step: int, tokens: int, lr: float, windows: np.ndarray) -> None:
+        self.sync()
         val = self.evaluate(windows)
         for k in range(self.k):
             if self.errors[k] is None:
@@ -511,6 +528,7 @@ class StackedRun:
 
     def clone(self) -> "StackedRun":
         """An independent copy (weights, optimizer state, liveness, curves) to branch from."""
+        self.sync()
         other = StackedRun.__new__(StackedRun)
         other.__dict__.update(self.__dict__)
         model = StackedGPT(self.shape, self.vocab_size, self.configs[0].context, self.k, self.device)
@@ -523,6 +541,7 @@ class StackedRun:
         for name in ("exp_avg", "exp_avg_sq", "alive", "weight_decay"):
             setattr(opt, name, getattr(self.optimizer, name).clone())
         other.optimizer = opt
+        other.readback = LossReadback(self.readback.every)
         other.errors = list(self.errors)
         other.curves = [list(c) for c in self.curves]
         other.recent = [list(r) for r in self.recent]
@@ -531,6 +550,7 @@ class StackedRun:
     def results(self, configs: Sequence[RunConfig], steps: int, n_tokens: int, train_time: float,
                 val_windows: np.ndarray, extra: dict[str, Any] | None = None) -> list[BatchedResult]:
         """Final evaluation and one `BatchedResult` per model (metrics as `pretrain` reports)."""
+        self.sync()
         cfg = configs[0]
         val = self.evaluate(val_windows)
         train = self.evaluate(self.seen_windows(steps, cfg.batch_tokens, cfg.eval_tokens))
@@ -581,10 +601,14 @@ def pretrain_batched(configs: Sequence[RunConfig], train_tokens: np.ndarray, val
     start = time.perf_counter()
     for step in range(steps):
         mult = lr_multiplier(step, steps, cfg.schedule, cfg.warmup_frac, cfg.final_lr_frac, cfg.cooldown_frac)
-        losses = run.train_step(step, cfg.lr * mult)
+        pairs = run.train_step(step, cfg.lr * mult)
+        at_eval = (step + 1) % eval_every == 0 or step == steps - 1
+        if at_eval:
+            pairs += run.sync()
         if on_step is not None:
-            on_step(step, losses)
-        if (step + 1) % eval_every == 0 or step == steps - 1:
+            for done, losses in pairs:
+                on_step(done, losses)
+        if at_eval:
             eval_start = time.perf_counter()
             run.record_curve(step + 1, (step + 1) * cfg.batch_tokens, cfg.lr * mult, curve_val)
             eval_time += time.perf_counter() - eval_start

@@ -20,7 +20,11 @@ from scaling.train import model_shape, pretrain, resolve_device
 
 def reference_loop(cfg: RunConfig, train_tokens: np.ndarray, vocab_size: int, steps: int,
                    device: torch.device) -> float:
-    """A straightforward GPT training loop (random windows, AdamW, clip, step); tokens/s."""
+    """A straightforward GPT training loop (random windows, AdamW, clip, step); tokens/s. In the
+    trainer's precision (bf16 autocast on CUDA), so the two differ only in how they train."""
+    from scaling.train import autocast_dtype
+
+    dtype = autocast_dtype(device)
     torch.manual_seed(cfg.seed)
     model = GPT(model_shape(cfg), vocab_size, cfg.context).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.decay)
@@ -30,7 +34,8 @@ def reference_loop(cfg: RunConfig, train_tokens: np.ndarray, vocab_size: int, st
     for _ in range(steps):
         ix = torch.randint(len(data) - cfg.context - 1, (cfg.batch_size,), generator=gen)
         batch = torch.stack([data[i: i + cfg.context + 1] for i in ix.tolist()]).to(device)
-        _, loss = model(batch[:, :-1], batch[:, 1:])
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            _, loss = model(batch[:, :-1], batch[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

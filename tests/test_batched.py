@@ -47,8 +47,10 @@ def test_batched_and_sequential_training_give_the_same_losses_for_the_same_seeds
         assert mine.metrics["val_loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-4)
         assert mine.metrics["train_loss"] == pytest.approx(result.metrics["train_loss"], rel=1e-4)
         assert [p["val_loss"] for p in mine.curve] == pytest.approx([p["val_loss"] for p in result.curve], rel=1e-4)
+        # Adam divides by sqrt(v), so rounding in a near-zero gradient can move a weight by a
+        # visible fraction of one step (lr 1e-2): weights agree to a few 1e-4, losses to 1e-4
         for (name, a), b in zip(result.model.state_dict().items(), mine.model.state_dict().values()):
-            assert torch.allclose(a, b, atol=1e-4), name
+            assert torch.allclose(a, b, atol=5e-4), name
     # the losses really moved, so the comparison means something
     assert sequential[0][0][-1] < sequential[0][0][0] - 0.1
 
@@ -223,7 +225,7 @@ def test_the_bf16_autocast_path_trains(tokens):
     mixed = StackedRun(configs, train, VOCAB, torch.device("cpu"))
     mixed.autocast = torch.bfloat16
     for step in range(3):
-        a, b = exact.train_step(step, 1e-2), mixed.train_step(step, 1e-2)
+        [(_, a)], [(_, b)] = exact.train_step(step, 1e-2), mixed.train_step(step, 1e-2)
         assert b == pytest.approx(a, rel=2e-2)
     assert torch.isfinite(mixed.model.flat).all() and mixed.errors == [None, None]
 
@@ -234,3 +236,31 @@ def test_pipeline_batched_records_a_divergence_instead_of_raising():
     assert "error" not in ok and "qk_rank" in ok
     assert bad["diverged_phase"] == "pretraining" and "qk_rank" not in bad
     assert bad["decay"] == 1e6 and isinstance(bad["curve"], list) and bad["wall_s"] >= 0
+
+
+def test_losses_read_back_in_chunks_as_on_a_gpu_change_nothing_but_timing(tokens, monkeypatch):
+    """On a GPU the losses come back every few steps (no per-step sync); simulated on CPU, every
+    loss, the divergence step and the surviving model's result must be what per-step reading gives."""
+    import scaling.batched
+    import scaling.train
+
+    train, val = tokens
+    configs = [tiny(decay=0.1), tiny(decay=1e6)]
+    per_step: list = []
+    expected = pretrain_batched(configs, train, val, VOCAB, on_step=lambda s, losses: per_step.append((s, losses)))
+    with pytest.raises(TrainingDiverged) as alone:
+        pretrain(configs[1], train, val, VOCAB)
+    monkeypatch.setattr(scaling.batched, "readback_interval", lambda device: 4)
+    monkeypatch.setattr(scaling.train, "readback_interval", lambda device: 4)
+    chunked: list = []
+    got = pretrain_batched(configs, train, val, VOCAB, on_step=lambda s, losses: chunked.append((s, losses)))
+    assert [s for s, _ in chunked] == [s for s, _ in per_step]
+    assert [losses[0] for _, losses in chunked] == [losses[0] for _, losses in per_step]
+    assert got[0].metrics["val_loss"] == expected[0].metrics["val_loss"]
+    assert got[1].error.step == expected[1].error.step == alone.value.step
+    with pytest.raises(TrainingDiverged) as late:
+        pretrain(configs[1], train, val, VOCAB)
+    assert late.value.step == alone.value.step
+    single: list = []
+    pretrain(configs[0], train, val, VOCAB, on_step=lambda s, loss: single.append(s))
+    assert single == list(range(len(per_step)))
