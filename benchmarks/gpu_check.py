@@ -1,16 +1,21 @@
 """GPU check, prepared for a machine with one CUDA GPU (none was available when it was written).
 
-    .venv/bin/python benchmarks/gpu_check.py [--out results/gpu-check] [--skip-study] [--skip-compile]
+    python benchmarks/gpu_check.py [--out results/gpu-check] [--skip-study] [--skip-compile]
+                                   [--deadline-s 420] [--dry-run]
 
 1. `scaling bench` (as `scaling.bench.run_bench`) for a small and a mid ladder size, the batched
    trainer at K up to 64: tokens/s, speedups over K sequential runs, and achieved FLOP/s against
    the GPU's dense bf16 peak (table below; unknown GPUs report the ratio as null).
 2. The same small-size bench with `torch.compile` on the batched trainer (compile time excluded:
    the timed runs follow an untimed warm-up).
-3. A short study (`scaling study run`) on the GPU: one size, one budget, four decays.
+3. A short study (`scaling study run`) on the GPU: one size, one budget, four decays, trained
+   together (batch_models = 4).
 
-Each step is guarded, so one failure (say, out of memory at K = 64) still leaves the others;
-everything lands in <out>/gpu_check.json and a readable summary on stdout.
+Order: both benches, the study, then the compiled bench (compile time is the least predictable).
+Each step is guarded, so one failure (say, out of memory at K = 64) still leaves the others, and a
+step is skipped once `--deadline-s` has passed (device time is rationed); everything lands in
+<out>/gpu_check.json and a readable summary on stdout. `--dry-run` runs the same script on CPU at
+toy sizes, to check the script itself before spending device time.
 """
 
 from __future__ import annotations
@@ -42,12 +47,16 @@ def bf16_peak(name: str) -> float | None:
     return None
 
 
-def bench(size: str, context: int, batch: int, ks: tuple[int, ...], compile: bool, peak: float | None) -> dict:
+DRY_SIZES = {"small": ("13k", 32, 4, (1, 2)), "mid": ("56k", 32, 4, (1, 2))}
+
+
+def bench(size: str, context: int, batch: int, ks: tuple[int, ...], compile: bool, peak: float | None,
+          device: str = "cuda", steps: int = 20, repeats: int = 3) -> dict:
     from scaling.bench import run_bench
     from scaling.config import RunConfig
 
-    cfg = RunConfig(size=size, context=context, batch_size=batch, tpp=20.0, device="cuda")
-    result = run_bench(cfg, steps=20, repeats=3, ks=ks, compile=compile).to_dict()
+    cfg = RunConfig(size=size, context=context, batch_size=batch, tpp=20.0, device=device)
+    result = run_bench(cfg, steps=steps, repeats=repeats, ks=ks, compile=compile).to_dict()
     if peak:
         result["trainer_mfu"] = result["trainer_flops_per_s"] / peak
         for row in result.get("batched", {}).values():
@@ -55,13 +64,15 @@ def bench(size: str, context: int, batch: int, ks: tuple[int, ...], compile: boo
     return result
 
 
-def short_study(out: Path) -> dict:
+def short_study(out: Path, device: str = "cuda", size: str = "56k", tpp: float = 20) -> dict:
     spec = out / "gpu-short.toml"
-    spec.write_text(textwrap.dedent("""\
+    spec.write_text(textwrap.dedent(f"""\
         name = "gpu-short"
         description = "GPU check: one size, one budget, four decays"
-        sizes = ["56k"]
-        budgets = { tpp = [20] }
+        sizes = ["{size}"]
+        budgets = {{ tpp = [{tpp}] }}
+        batch_models = 4
+        storage = "sqlite:///{out.resolve()}/gpu-short.db"
         seeds = [0]
         tasks = ["arithmetic", "source"]
         lr = 3e-3
@@ -73,11 +84,11 @@ def short_study(out: Path) -> dict:
         grid = [0, 0.1, 1, 3]
 
         [run]
-        device = "cuda"
+        device = "{device}"
         """))
     start = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "scaling.cli", "study", "run", str(spec), "--no-progress"],
-                         capture_output=True, text=True, timeout=420)
+                         capture_output=True, text=True, timeout=240)
     status = subprocess.run([sys.executable, "-m", "scaling.cli", "study", "status", str(spec)],
                             capture_output=True, text=True, timeout=60)
     return {"returncode": run.returncode, "wall_s": time.perf_counter() - start,
@@ -89,21 +100,38 @@ def main() -> int:
     p.add_argument("--out", default="results/gpu-check")
     p.add_argument("--skip-study", action="store_true")
     p.add_argument("--skip-compile", action="store_true")
+    p.add_argument("--deadline-s", type=float, default=420.0,
+                   help="skip any step that would start after this many seconds")
+    p.add_argument("--dry-run", action="store_true", help="toy sizes on CPU, to check the script")
     args = p.parse_args()
-    if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device; nothing to do", file=sys.stderr)
+    if not args.dry_run and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device; nothing to do (use --dry-run to test the script on CPU)", file=sys.stderr)
         return 2
+    t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = torch.cuda.get_device_name(0)
-    peak = bf16_peak(name)
+    device = "cpu" if args.dry_run else "cuda"
+    name = "cpu (dry run)" if args.dry_run else torch.cuda.get_device_name(0)
+    peak = None if args.dry_run else bf16_peak(name)
+    sizes = DRY_SIZES if args.dry_run else SIZES
+    opts = {"device": device, "steps": 3 if args.dry_run else 20, "repeats": 1 if args.dry_run else 3}
     report: dict = {"gpu": name, "bf16_peak_flops": peak, "torch": torch.__version__}
-    steps = [(f"bench_{label}", lambda s=spec: bench(*s, compile=False, peak=peak)) for label, spec in SIZES.items()]
-    if not args.skip_compile:
-        steps.append(("bench_small_compiled", lambda: bench(*SIZES["small"], compile=True, peak=peak)))
+    steps = [(f"bench_{label}", lambda s=spec: bench(*s, compile=False, peak=peak, **opts))
+             for label, spec in sizes.items()]
     if not args.skip_study:
-        steps.append(("study", lambda: short_study(out)))
+        steps.append(("study", lambda: short_study(out, device, *(("13k", 2) if args.dry_run else ()))))
+    if not args.skip_compile:
+        size, context, batch, ks = sizes["small"]
+        # K = 1 and the largest K only: every new stacked model is a fresh compile
+        steps.append(("bench_small_compiled",
+                      lambda: bench(size, context, batch, (ks[0], ks[-1]), compile=True, peak=peak,
+                                    **{**opts, "repeats": min(2, opts["repeats"])})))
     for key, fn in steps:
+        if time.perf_counter() - t0 > args.deadline_s:
+            report[key] = {"skipped": f"deadline of {args.deadline_s:.0f} s passed", "step_wall_s": 0.0}
+            (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+            print(f"== {key}: skipped (deadline)", flush=True)
+            continue
         start = time.perf_counter()
         try:
             report[key] = fn()
@@ -116,7 +144,7 @@ def main() -> int:
 
 
 def summarize(key: str, result: dict) -> None:
-    print(f"== {key} ({result['step_wall_s']:.0f} s)")
+    print(f"== {key} ({result['step_wall_s']:.0f} s)", flush=True)
     if "error" in result:
         print("   error:", result["error"])
         return
