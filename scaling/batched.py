@@ -405,7 +405,7 @@ class StackedRun:
     """
 
     def __init__(self, configs: Sequence[RunConfig], train_tokens: np.ndarray, vocab_size: int,
-                 device: torch.device, compile: bool = False):
+                 device: torch.device, compile: bool = False, split: bool = True):
         from scaling.data.tokens import Batches
 
         check_stackable(configs)
@@ -427,14 +427,15 @@ class StackedRun:
         self.recent: list[list[float]] = [[] for _ in range(self.k)]
         self.autocast = autocast_dtype(device)
         self.compile = compile
+        self.split = split  # False: one group, even on several threads (a caller runs the groups)
         self.readback = LossReadback(readback_interval(device))
         self._set_model(self.model)
 
     def _set_model(self, model: StackedGPT) -> None:
         """Use `model`, split into one group of models per CPU thread (see `_group_bounds`)."""
         self.model = model
-        self.groups = [(a, b, model if b - a == model.k else model.rows(a, b))
-                       for a, b in _group_bounds(model.k, self.device, self.compile)]
+        bounds = _group_bounds(model.k, self.device, self.compile) if self.split else [(0, model.k)]
+        self.groups = [(a, b, model if b - a == model.k else model.rows(a, b)) for a, b in bounds]
         self._losses = torch.compile(model.losses, dynamic=False) if self.compile else model.losses
 
     @property
@@ -447,7 +448,11 @@ class StackedRun:
         array = arrays[0] if self.shared_data else np.stack(arrays)
         return torch.from_numpy(array).to(self.device, non_blocking=True)
 
-    def _forward_backward(self, losses_fn: Callable[..., torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+    def _forward_backward(self, model: StackedGPT, losses_fn: Callable[..., torch.Tensor],
+                          batch: torch.Tensor) -> torch.Tensor:
+        # zeroed here, on the group's own thread: an (K, P) fill on the calling thread would
+        # start OpenMP workers that then spin on the cores the groups run on
+        model.grad.zero_()
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             losses = losses_fn(batch[..., :-1], batch[..., 1:])
         losses.sum().backward()
@@ -459,11 +464,10 @@ class StackedRun:
         Returns the (step, K losses) pairs read back from the device by this call: every step on
         CPU, every `readback_interval` steps elsewhere (see `sync`)."""
         batch = self.batch(step)
-        self.model.grad.zero_()
         if len(self.groups) == 1:
-            losses = self._forward_backward(self._losses, batch)
+            losses = self._forward_backward(self.model, self._losses, batch)
         else:
-            parts = [(model.losses, batch if self.shared_data else batch[a:b]) for a, b, model in self.groups]
+            parts = [(model, model.losses, batch if self.shared_data else batch[a:b]) for a, b, model in self.groups]
             losses = torch.cat(_map_threads(lambda part: self._forward_backward(*part), parts))
         # read before the update, so on CPU a model that just diverged is frozen before it steps
         pairs = self._absorb(self.readback.add(step, losses))
@@ -548,8 +552,10 @@ class StackedRun:
         return other
 
     def results(self, configs: Sequence[RunConfig], steps: int, n_tokens: int, train_time: float,
-                val_windows: np.ndarray, extra: dict[str, Any] | None = None) -> list[BatchedResult]:
-        """Final evaluation and one `BatchedResult` per model (metrics as `pretrain` reports)."""
+                val_windows: np.ndarray, extra: dict[str, Any] | None = None,
+                k_total: int | None = None) -> list[BatchedResult]:
+        """Final evaluation and one `BatchedResult` per model (metrics as `pretrain` reports).
+        `k_total`: the models trained side by side in all (this run may be one group of them)."""
         self.sync()
         cfg = configs[0]
         val = self.evaluate(val_windows)
@@ -563,8 +569,8 @@ class StackedRun:
                     self.errors[k] = exc
             metrics = pretrain_metrics(c, self.shape, self.vocab_size, steps, n_tokens, len(self.train_tokens),
                                        val[k], train[k], train_time, self.device)
-            metrics["batch_models"] = self.k
-            metrics["batch_tokens_per_s"] = self.k * n_tokens / train_time
+            metrics["batch_models"] = k_total or self.k
+            metrics["batch_tokens_per_s"] = (k_total or self.k) * n_tokens / train_time
             metrics.update(extra or {})
             error = self.errors[k]
             if error is not None:
@@ -585,18 +591,62 @@ def pretrain_batched(configs: Sequence[RunConfig], train_tokens: np.ndarray, val
     (with `tokens_per_s` per model and `batch_tokens_per_s` for all K together; `train_s` is the
     shared wall time), the curve, and the trained model as a plain `GPT` (None if it diverged;
     see the module docstring). `compile=True` wraps the forward in `torch.compile`.
+
+    On several CPU threads each group of models (`_group_bounds`) is trained start to finish on
+    its own thread: groups are independent, so they need not wait for each other at every step
+    (on a shared machine one late thread would stall both twice a step). `on_step(step, losses)`
+    is then called once all groups are done, in step order; otherwise as losses are read back.
     """
     from scaling.data.tokens import eval_windows
 
     check_stackable(configs)
     cfg = configs[0]
     device = device or resolve_device(cfg.device)
-    run = StackedRun(configs, train_tokens, vocab_size, device, compile=compile)
-    steps, n_tokens = token_budget(cfg, non_embedding_params(run.shape))
+    steps, n_tokens = token_budget(cfg, non_embedding_params(model_shape(cfg)))
     val_windows = eval_windows(val_tokens, cfg.eval_tokens, cfg.context)
+    bar = _progress_bar(progress, steps, f"pretrain {cfg.size or model_shape(cfg).d_model} x{len(configs)}")
+    groups = _group_bounds(len(configs), device, compile)
+
+    # built here, one after the other: model init seeds the global RNG (`StackedGPT.from_seeds`)
+    runs = [StackedRun(configs[a:b], train_tokens, vocab_size, device, compile=compile, split=False)
+            for a, b in groups]
+
+    def train_group(rows: tuple[int, int], live: Callable[[int, list[float]], None] | None):
+        a, b = rows
+        run = runs[groups.index(rows)]
+        log: list[tuple[int, list[float]]] = []
+        train_time = _train_steps(run, steps, val_windows, live or (lambda s, losses: log.append((s, losses))),
+                                  bar if a == 0 else None)
+        return run, log, train_time
+
+    if len(groups) == 1:
+        run, _, train_time = train_group(groups[0], on_step or (lambda s, losses: None))
+        results = run.results(configs, steps, n_tokens, train_time, val_windows)
+    else:
+        done = _map_threads(lambda rows: train_group(rows, None), groups)
+        # the groups ran side by side: the batch took as long as its slowest group
+        train_time = max(t for _, _, t in done)
+        results = []
+        for (a, b), (run, _, _) in zip(groups, done):
+            results += run.results(configs[a:b], steps, n_tokens, train_time, val_windows, k_total=len(configs))
+        if on_step is not None:
+            by_step: dict[int, list[float]] = {}
+            for _, log, _ in done:
+                for step, losses in log:
+                    by_step.setdefault(step, []).extend(losses)
+            for step in sorted(by_step):
+                on_step(step, by_step[step])
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _train_steps(run: StackedRun, steps: int, val_windows: np.ndarray,
+                 on_step: Callable[[int, list[float]], None], bar) -> float:
+    """The pretraining loop of one StackedRun; returns its training time (evaluations excluded)."""
+    cfg = run.configs[0]
     curve_val = val_windows[: max(1, len(val_windows) // 4)]
     eval_every = cfg.eval_every or max(1, steps // 10)
-    bar = _progress_bar(progress, steps, f"pretrain {cfg.size or run.shape.d_model} x{run.k}")
     eval_time = 0.0
     start = time.perf_counter()
     for step in range(steps):
@@ -605,9 +655,8 @@ def pretrain_batched(configs: Sequence[RunConfig], train_tokens: np.ndarray, val
         at_eval = (step + 1) % eval_every == 0 or step == steps - 1
         if at_eval:
             pairs += run.sync()
-        if on_step is not None:
-            for done, losses in pairs:
-                on_step(done, losses)
+        for done, losses in pairs:
+            on_step(done, losses)
         if at_eval:
             eval_start = time.perf_counter()
             run.record_curve(step + 1, (step + 1) * cfg.batch_tokens, cfg.lr * mult, curve_val)
@@ -616,12 +665,9 @@ def pretrain_batched(configs: Sequence[RunConfig], train_tokens: np.ndarray, val
             bar.update(1)
         if not run.any_alive:
             break
-    if device.type == "cuda":
+    if run.device.type == "cuda":
         torch.cuda.synchronize()
-    train_time = time.perf_counter() - start - eval_time
-    if bar is not None:
-        bar.close()
-    return run.results(configs, steps, n_tokens, train_time, val_windows)
+    return time.perf_counter() - start - eval_time
 
 
 def _progress_bar(enabled: bool, total: int, desc: str):
