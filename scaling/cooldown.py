@@ -229,3 +229,53 @@ def compare_with_full_runs(configs: Sequence[RunConfig], budgets: Sequence[int],
                 "train_s_branched": train_branched, "train_s_full": train_full,
             })
     return rows
+
+
+def run_pipeline_with_cooldowns(configs: Sequence[RunConfig], budgets: Sequence[int], progress: bool = False,
+                                compile: bool = False) -> list[list[dict[str, Any]]]:
+    """`scaling.pipeline.run_pipeline` for K configs at every budget in `budgets` (tokens): one
+    shared stable phase with a cooldown branch per budget (`pretrain_batched_with_cooldowns`),
+    then probes and fine-tuning of every branch's model exactly as `run_pipeline` does.
+
+    Returns metrics[config][budget], budgets ascending (as `plan_cooldowns` orders them); each
+    dict has `run_pipeline`'s keys for a run of `tokens` = that budget, plus the branch's
+    `branch_step`, `warmup_steps`, `schedule_exact` and `cooldown_s`, and `cooldown_branch` =
+    True. A model that diverged does not raise: its dicts carry `error`, `diverged_step` and
+    `diverged_phase` (as `scaling.batched.run_pipeline_batched`). `wall_s` is the shared
+    pretraining time split evenly over all K x budgets results plus the result's own probes and
+    fine-tuning.
+    """
+    from scaling.data.tokens import load_pretrain_data
+    from scaling.errors import TrainingDiverged
+    from scaling.pipeline import evaluate_pretrained
+
+    check_stackable(configs)
+    cfg = configs[0]
+    plan = plan_cooldowns(cfg, budgets)
+    device = resolve_device(cfg.device)
+    data = load_pretrain_data(cfg.corpus, cfg.tokenizer)
+    start = time.perf_counter()
+    results = pretrain_batched_with_cooldowns(configs, budgets, data.train, data.val, data.tokenizer.vocab_size,
+                                              device=device, compile=compile)
+    share = (time.perf_counter() - start) / (len(configs) * len(plan.branches))
+    out: list[list[dict[str, Any]]] = []
+    for c, per_budget in zip(configs, results):
+        row = []
+        for branch, result in zip(plan.branches, per_budget):
+            own_start = time.perf_counter() - share
+            budget_cfg = c.replace(tokens=branch.tokens, tpp=None)
+            result.metrics["cooldown_branch"] = True
+            if result.error is None:
+                try:
+                    row.append(evaluate_pretrained(budget_cfg, result, data, device, own_start))
+                    result.model = None  # done with it: K x budgets models would otherwise pile up
+                    continue
+                except TrainingDiverged as exc:
+                    result.metrics.update({"error": str(exc), "diverged_step": exc.step,
+                                           "diverged_phase": exc.phase})
+            metrics = dict(result.metrics)
+            metrics["wall_s"] = time.perf_counter() - own_start
+            metrics["curve"] = result.curve
+            row.append(metrics)
+        out.append(row)
+    return out

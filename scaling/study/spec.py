@@ -24,6 +24,9 @@ Example (see studies/*.toml for real ones)::
     eval_tokens = 16384
 
     batch_models = 4 (top level, before any table) trains up to 4 trials of a cell together.
+    cooldown_branches = true (top level; needs schedule = "wsd" and a decay grid) trains each
+    (size, decay, seed) once through its largest budget and branches a cooldown off for every
+    smaller budget (`scaling.cooldown`), instead of one full run per budget.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from scaling.errors import ConfigError
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
 PER_SIZE_KEYS = ("lr", "schedule", "batch_size", "context")
 TOP_KEYS = ("name", "description", "sizes", "budgets", "decay", "seeds", "tasks", "storage",
-            *PER_SIZE_KEYS, "run", "worker", "batch_models")
+            *PER_SIZE_KEYS, "run", "worker", "batch_models", "cooldown_branches")
 SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "d_ff")
 # RunConfig fields the spec sets itself; [run] may not override them.
 SPEC_OWNED = frozenset({"size", *SHAPE_KEYS, "decay", "tokens", "tpp", "seed", "tasks", *PER_SIZE_KEYS})
@@ -165,6 +168,10 @@ class StudySpec:
     # Trials of one cell a worker trains together as one stacked model (`scaling.batched`);
     # 1 trains one trial at a time.
     batch_models: int = 1
+    # Budgets of one size from one run: a shared WSD stable phase and a cooldown branch per
+    # budget (`scaling.cooldown`, Hagele et al. 2024). Off unless asked for: with warmup_frac > 0
+    # every budget but the smallest gets the smallest budget's warmup, a measured bias.
+    cooldown_branches: bool = False
 
     @property
     def storage_url(self) -> str:
@@ -275,11 +282,28 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> StudySpec:
     worker = _parse_worker(v, data)
     batch_models = v.get(data, "batch_models", int, "a positive integer (trials trained together)",
                          default=1, low=1)
+    cooldown_branches = v.get(data, "cooldown_branches", bool, "true or false", default=False)
     spec = StudySpec(name=name, path=path, sizes=sizes, budgets=budgets, decay=decay, seeds=seeds,
                      tasks=tasks, per_size=per_size, run=run, storage=storage, worker=worker,
-                     description=description, batch_models=batch_models)
+                     description=description, batch_models=batch_models, cooldown_branches=cooldown_branches)
     _check_run_configs(v, spec, data)
+    if cooldown_branches:
+        _check_cooldown_branches(v, spec)
     return spec
+
+
+def _check_cooldown_branches(v: "_Validator", spec: StudySpec) -> None:
+    """Branches share one run per (size, decay, seed) across budgets: the decay must be the same
+    in every budget's cell (a grid, not a per-cell sampler) and the schedule WSD."""
+    if not spec.decay.is_grid:
+        v.fail("cooldown_branches", "a [decay] grid (a sampler picks decays per cell, which budgets cannot share)",
+               "a sampler search")
+    for size in spec.sizes:
+        cells = [c for c in spec.cells() if c.size == size]
+        configs = [spec.run_config(c, spec.decay.grid[0], spec.seeds[0]) for c in cells]
+        if configs[0].schedule != "wsd":
+            key = "schedule" if "schedule" in spec.per_size.get(size.name, {}) else "cooldown_branches"
+            v.fail(key, f"schedule \"wsd\" for cooldown branches (size {size.name})", configs[0].schedule)
 
 
 def _parse_sizes(v: "_Validator", data: dict[str, Any]) -> tuple[SizeSpec, ...]:

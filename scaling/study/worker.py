@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,12 +143,23 @@ class Heartbeat:
 def claim(study: optuna.Study) -> int | None:
     """Pop the oldest WAITING trial: WAITING -> RUNNING is atomic in the storage (row lock in
     PostgreSQL/MySQL, BEGIN IMMEDIATE in SQLite), so exactly one worker wins each trial."""
+    got = claim_planned(study)
+    return None if got is None else got[0]
+
+
+def claim_planned(study: optuna.Study, key: str | None = None,
+                  exclude: Collection[str] = ()) -> tuple[int, str | None] | None:
+    """`claim`, restricted to trials whose plan key is `key` (if given) and not in `exclude`;
+    returns (trial id, its plan key)."""
     storage = study._storage
     waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
     for t in waiting:
+        plan = t.user_attrs.get("plan")
+        if (key is not None and plan != key) or plan in exclude:
+            continue
         try:
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                return t._trial_id
+                return t._trial_id, plan
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
@@ -180,13 +191,9 @@ class Worker:
         try:
             self._refresh_bar()
             while True:
-                claimed = self._claim_any()
+                claimed = self._claim_next()
                 if claimed is not None:
-                    study, trial_ids = claimed
-                    if self.spec.batch_models == 1:
-                        self._run_trial(study, trial_ids[0])
-                    else:
-                        self._run_batch(study, trial_ids)
+                    self._execute(claimed)
                     self._refresh_bar()
                 elif self._anything_running():
                     time.sleep(self.poll_s)  # another worker's trial may still die and come back
@@ -199,6 +206,17 @@ class Worker:
             if self.bar is not None:
                 self.bar.close()
         return self.result
+
+    def _claim_next(self) -> Any:
+        """The next unit of work, claimed, or None when nothing is waiting."""
+        return self._claim_any()
+
+    def _execute(self, claimed: Any) -> None:
+        study, trial_ids = claimed
+        if self.spec.batch_models == 1:
+            self._run_trial(study, trial_ids[0])
+        else:
+            self._run_batch(study, trial_ids)
 
     def _claim_any(self) -> tuple[optuna.Study, list[int]] | None:
         """Up to `batch_models` trials of the first cell that has any waiting; each claimed by
@@ -419,7 +437,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def check_batch_fn(spec: StudySpec, trial_fn: TrialFn | None, batch_fn: BatchFn | None) -> None:
-    """A custom `trial_fn` trains one config; batching it needs a matching `batch_fn`."""
+    """A custom `trial_fn` trains one config; batching it needs a matching `batch_fn`, and
+    cooldown branches (several budgets from one run) cannot use it at all."""
+    if spec.cooldown_branches and trial_fn is not None:
+        raise ConfigError(f"{spec.path}: cooldown_branches: a custom trial_fn trains one config at one budget; "
+                          "expected cooldown_branches = false with a trial_fn, got true")
     if spec.batch_models > 1 and trial_fn is not None and batch_fn is None:
         raise ConfigError(f"{spec.path}: batch_models: a custom trial_fn trains one config at a time; "
                           f"expected batch_models = 1 or a batch_fn, got {spec.batch_models}")
@@ -432,4 +454,8 @@ def run_worker(spec: StudySpec, storage_url: str, index: int = 0, trial_fn: Tria
         import torch
 
         torch.set_num_threads(threads)
+    if spec.cooldown_branches:
+        from scaling.study.branches import BranchWorker
+
+        return BranchWorker(spec, storage_url, index=index, progress=progress).run()
     return Worker(spec, storage_url, index=index, trial_fn=trial_fn, progress=progress, batch_fn=batch_fn).run()
