@@ -66,6 +66,10 @@ def batched_throughput(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.
     return results[0].metrics["batch_tokens_per_s"]
 
 
+def _paired(numerators: list[float], denominators: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(numerators, denominators))
+
+
 @dataclass
 class BenchResult:
     config: dict[str, Any]
@@ -81,13 +85,14 @@ class BenchResult:
     @property
     def speedup_batched(self) -> dict[str, float]:
         """K (as a string) -> total tokens/s of the batched trainer over K sequential trainer runs
-        (whose total rate is the single trainer's rate)."""
-        trainer = statistics.median(self.trainer_tokens_per_s)
-        return {str(k): statistics.median(runs) / trainer for k, runs in sorted(self.batched_tokens_per_s.items())}
+        (whose total rate is the single trainer's rate): the median over repeats of each repeat's
+        own ratio, so a machine that drifts in speed between repeats cancels out."""
+        return {str(k): _paired(runs, self.trainer_tokens_per_s) for k, runs in sorted(self.batched_tokens_per_s.items())}
 
     @property
     def ratio_vs_reference(self) -> float:
-        return statistics.median(self.trainer_tokens_per_s) / statistics.median(self.reference_tokens_per_s)
+        """Trainer tokens/s over the reference loop's, median of the per-repeat ratios."""
+        return _paired(self.trainer_tokens_per_s, self.reference_tokens_per_s)
 
     def to_dict(self) -> dict[str, Any]:
         trainer = statistics.median(self.trainer_tokens_per_s)
@@ -117,11 +122,12 @@ class BenchResult:
             }
             out["speedup_batched"] = self.speedup_batched
         if self.cpu_tokens_per_s:
-            cpu = {name: statistics.median(runs) for name, runs in self.cpu_tokens_per_s.items()}
+            cpu = self.cpu_tokens_per_s
             out["cpu_time"] = {
-                "tokens_per_cpu_s": cpu,
-                "ratio_vs_reference": cpu["trainer"] / cpu["reference"],
-                "speedup_batched": {str(k): cpu[f"K={k}"] / cpu["trainer"] for k in sorted(self.batched_tokens_per_s)},
+                "tokens_per_cpu_s": {name: statistics.median(runs) for name, runs in cpu.items()},
+                "ratio_vs_reference": _paired(cpu["trainer"], cpu["reference"]),
+                "speedup_batched": {str(k): _paired(cpu[f"K={k}"], cpu["trainer"])
+                                    for k in sorted(self.batched_tokens_per_s)},
             }
         out.update(self.extra)
         return out
@@ -129,7 +135,8 @@ class BenchResult:
 
 def run_bench(cfg: RunConfig, steps: int = 20, repeats: int = 3, ks: tuple[int, ...] = (),
               compile: bool = False) -> BenchResult:
-    """Interleaved repeats of: reference loop, toolkit trainer, batched trainer at each K in `ks`.
+    """Interleaved repeats of: reference loop and toolkit trainer (in alternating order), then
+    the batched trainer at each K in `ks`; ratios are medians of per-repeat ratios.
     `compile` applies `torch.compile` to the batched trainer's forward (the other paths stay eager)."""
     from scaling.batched import tune_cpu_allocator
     from scaling.data.tokens import load_pretrain_data
@@ -156,11 +163,14 @@ def run_bench(cfg: RunConfig, steps: int = 20, repeats: int = 3, ks: tuple[int, 
         return tokens_per_s
 
     tokens = steps * cfg.batch_tokens
-    for _ in range(repeats):
-        result.reference_tokens_per_s.append(
-            timed("reference", tokens, reference_loop, cfg, data.train, vocab, steps, device))
-        result.trainer_tokens_per_s.append(
-            timed("trainer", tokens, trainer_throughput, cfg, data.train, data.val, vocab, steps, device))
+    for repeat in range(repeats):
+        # alternate which of the pair goes first, so neither always inherits the other's leftovers
+        pair = [lambda: result.reference_tokens_per_s.append(
+                    timed("reference", tokens, reference_loop, cfg, data.train, vocab, steps, device)),
+                lambda: result.trainer_tokens_per_s.append(
+                    timed("trainer", tokens, trainer_throughput, cfg, data.train, data.val, vocab, steps, device))]
+        for run in (pair if repeat % 2 == 0 else pair[::-1]):
+            run()
         for k in ks:
             result.batched_tokens_per_s.setdefault(k, []).append(timed(
                 f"K={k}", k * tokens, batched_throughput, cfg, data.train, data.val, vocab, k, steps, device, compile))

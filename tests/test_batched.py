@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,6 +189,24 @@ def test_bench_json_reports_the_reference_ratio_and_batched_speedups(capsys):
     assert out["ratio_vs_reference"] > 0
     assert set(out["speedup_batched"]) == {"1", "2"}
     assert all(v > 0 for v in out["speedup_batched"].values())
+
+
+def test_bench_takes_its_configuration_from_a_study_spec(capsys):
+    """`scaling bench --spec` benchmarks the spec's first size at the spec's context and batch."""
+    from scaling.cli import main
+
+    quickstart = str(Path(__file__).parents[1] / "studies" / "quickstart.toml")
+    code = main(["bench", "--spec", quickstart, "--context", "16", "--steps", "2",
+                 "--repeats", "2", "--k", "2", "--threads", "1", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["size"] == "13k" and out["config"]["batch_size"] == 16
+    assert out["config"]["context"] == 16 and out["config"]["lr"] == 6e-3  # the flag wins over the spec
+    assert len(out["trainer_runs"]) == len(out["reference_runs"]) == 2
+    paired = sorted(t / r for t, r in zip(out["trainer_runs"], out["reference_runs"]))
+    assert out["ratio_vs_reference"] == pytest.approx(sum(paired) / 2)  # median of the paired ratios
+    assert main(["bench", "--spec", quickstart, "--size", "12m"]) == 2
+    assert "--size: expected one of the spec's sizes" in capsys.readouterr().err
 
 
 def test_bench_rejects_a_bad_k_list(capsys):

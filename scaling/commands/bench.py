@@ -11,15 +11,18 @@ from scaling.commands.common import apply_threads
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="training tokens/s and FLOP/s for one size, against a plain PyTorch loop")
-    p.add_argument("--size", default=None, help="ladder size (default: d_model 128, 4 layers)")
+    p.add_argument("--spec", default=None,
+                   help="take size, context, batch size, lr and device from a study spec "
+                        "(its first size unless --size names another)")
+    p.add_argument("--size", default=None, help="ladder size (default: 804k, or the spec's first size)")
     p.add_argument("--d-model", type=int, dest="d_model")
     p.add_argument("--n-layers", type=int, dest="n_layers")
     p.add_argument("--n-heads", type=int, dest="n_heads")
-    p.add_argument("--context", type=int, default=256)
-    p.add_argument("--batch-size", type=int, dest="batch_size", default=16)
+    p.add_argument("--context", type=int, default=None, help="default 256 (or the spec's)")
+    p.add_argument("--batch-size", type=int, dest="batch_size", default=None, help="default 16 (or the spec's)")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per timed run")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per path; medians are reported")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps (or the spec's)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--k", default="1,4,8,16",
                    help="comma-separated model counts K for the batched trainer ('' to skip it)")
@@ -36,9 +39,13 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     if args.steps <= 0 or args.repeats <= 0:
         raise ConfigError("--steps/--repeats: expected positive integers")
-    size = args.size if (args.size or args.d_model) else "804k"
-    cfg = RunConfig(size=size, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-                    context=args.context, batch_size=args.batch_size, tpp=20.0, device=args.device)
+    if args.spec:
+        cfg = _spec_config(args)
+    else:
+        size = args.size if (args.size or args.d_model) else "804k"
+        cfg = RunConfig(size=size, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+                        context=args.context or 256, batch_size=args.batch_size or 16, tpp=20.0,
+                        device=args.device or "auto")
     ks = _parse_ks(args.k)
     result = run_bench(cfg, steps=args.steps, repeats=args.repeats, ks=ks, compile=args.compile).to_dict()
     if args.json:
@@ -49,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'path':<22}{'tokens/s':>12}{'GFLOP/s':>10}")
     print(f"{'reference loop':<22}{result['reference_tokens_per_s']:>12,.0f}{result['reference_flops_per_s'] / 1e9:>10.2f}")
     print(f"{'scaling trainer':<22}{result['trainer_tokens_per_s']:>12,.0f}{result['trainer_flops_per_s'] / 1e9:>10.2f}")
-    print(f"ratio trainer / reference (median of {args.repeats}): {result['ratio_vs_reference']:.3f}")
+    print(f"ratio trainer / reference (median of {args.repeats} paired repeats): {result['ratio_vs_reference']:.3f}")
     if ks:
         print(f"batched trainer{' (torch.compile)' if args.compile else ''}: K models stacked, "
-              f"speedup = total tokens/s over K sequential trainer runs (median of {args.repeats})")
+              f"speedup = total tokens/s over K sequential trainer runs (median of {args.repeats} paired repeats)")
         print(f"{'K':>4}{'tokens/s/model':>16}{'total tokens/s':>16}{'GFLOP/s':>10}{'speedup':>9}{'(CPU time)':>12}")
         for k in ks:
             row = result["batched"][str(k)]
@@ -62,6 +69,27 @@ def run(args: argparse.Namespace) -> int:
     print(f"per CPU-second of this process (fairer on a shared machine): trainer / reference "
           f"{result['cpu_time']['ratio_vs_reference']:.3f}")
     return 0
+
+
+def _spec_config(args: argparse.Namespace):
+    """The RunConfig a study spec gives its first size (or --size), with explicit flags on top."""
+    from scaling.errors import ConfigError
+    from scaling.study import load_spec
+
+    if args.d_model or args.n_layers or args.n_heads:
+        raise ConfigError("--spec: the shape comes from the spec's size; expected no --d-model/--n-layers/--n-heads")
+    spec = load_spec(args.spec)
+    names = [s.name for s in spec.sizes]
+    size = args.size or names[0]
+    cells = [c for c in spec.cells() if c.size.name == size]
+    if not cells:
+        raise ConfigError(f"--size: expected one of the spec's sizes {', '.join(names)}, got {size!r}")
+    cfg = spec.run_config(cells[0], 0.1, spec.seeds[0])
+    changes = {"tokens": None, "tpp": 20.0}
+    for key in ("context", "batch_size", "device"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    return cfg.replace(**changes)
 
 
 def _parse_ks(text: str) -> tuple[int, ...]:
