@@ -14,7 +14,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from scaling.batched_ops import head_cross_entropy
 from scaling.config import RunConfig
 from scaling.errors import ConfigError, TrainingDiverged
 from scaling.model import GPT, LADDER, ModelShape, ladder_shape, non_embedding_params, total_params, train_flops_per_token
@@ -134,22 +133,6 @@ def build_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device
                              eps=1e-8, **kwargs)
 
 
-def training_loss(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token loss, the same number as `model(idx, targets)[1]`.
-
-    On CPU through the fused output-head cross-entropy of `scaling.batched_ops`: the logits are
-    never materialised as a separate log-softmax, which saves two passes over the (tokens, vocab)
-    tensor forward and backward, the largest tensor of a small model (and of any model with a BPE
-    vocabulary). On a GPU a small model is bound by kernel launches, not memory passes, and the
-    fused version launches more kernels, so there the model's own loss is used (measured on an
-    H100: the trainer at 0.81x a plain loop with it)."""
-    if idx.device.type != "cpu":
-        return model(idx, targets)[1]
-    hidden = model.hidden_states(idx)
-    flat = hidden.reshape(1, -1, hidden.shape[-1])
-    return head_cross_entropy(flat, model.head.weight.t().unsqueeze(0), targets.reshape(1, -1))[0]
-
-
 @torch.no_grad()
 def evaluate_loss(model: GPT, windows: np.ndarray, device: torch.device, batch_size: int = 32) -> float:
     """Mean next-token loss (nats/token) over windows of shape (n, context + 1)."""
@@ -267,7 +250,7 @@ def pretrain(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, v
             group["lr"] = cfg.lr * mult
         batch = torch.from_numpy(batches.get(step)).to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = training_loss(model, batch[:, :-1], batch[:, 1:])
+            _, loss = model(batch[:, :-1], batch[:, 1:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
