@@ -9,7 +9,8 @@
 2. The same small-size bench with `torch.compile` on the batched trainer (compile time excluded:
    the timed runs follow an untimed warm-up).
 3. A short study (`scaling study run`) on the GPU: one size, one budget, four decays, trained
-   together (batch_models = 4).
+   together (batch_models = 4); then the same size at three budgets from one WSD run per decay
+   (cooldown_branches = true).
 
 Order: both benches, the study, then the compiled bench (compile time is the least predictable).
 Each step is guarded, so one failure (say, out of memory at K = 64) still leaves the others, and a
@@ -64,19 +65,27 @@ def bench(size: str, context: int, batch: int, ks: tuple[int, ...], compile: boo
     return result
 
 
-def short_study(out: Path, device: str = "cuda", size: str = "56k", tpp: float = 20) -> dict:
-    spec = out / "gpu-short.toml"
+def short_study(out: Path, device: str = "cuda", size: str = "56k", tpps: tuple[float, ...] = (20,),
+                branches: bool = False) -> dict:
+    """A short study on the device: one size, four decays trained together (batch_models = 4);
+    with `branches`, several budgets from one WSD run per decay (cooldown_branches = true)."""
+    name = "gpu-branches" if branches else "gpu-short"
+    spec = out / f"{name}.toml"
+    schedule = "wsd" if branches else "cosine"
+    extra = "cooldown_branches = true" if branches else ""
+    warmup = "warmup_frac = 0.0" if branches else ""
     spec.write_text(textwrap.dedent(f"""\
-        name = "gpu-short"
-        description = "GPU check: one size, one budget, four decays"
+        name = "{name}"
+        description = "GPU check: one size, four decays trained together"
         sizes = ["{size}"]
-        budgets = {{ tpp = [{tpp}] }}
+        budgets = {{ tpp = [{", ".join(f"{t:g}" for t in tpps)}] }}
         batch_models = 4
-        storage = "sqlite:///{out.resolve()}/gpu-short.db"
+        {extra}
+        storage = "sqlite:///{out.resolve()}/{name}.db"
         seeds = [0]
         tasks = ["arithmetic", "source"]
         lr = 3e-3
-        schedule = "cosine"
+        schedule = "{schedule}"
         batch_size = 32
         context = 128
 
@@ -85,6 +94,7 @@ def short_study(out: Path, device: str = "cuda", size: str = "56k", tpp: float =
 
         [run]
         device = "{device}"
+        {warmup}
         """))
     start = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "scaling.cli", "study", "run", str(spec), "--no-progress"],
@@ -119,7 +129,10 @@ def main() -> int:
     steps = [(f"bench_{label}", lambda s=spec: bench(*s, compile=False, peak=peak, **opts))
              for label, spec in sizes.items()]
     if not args.skip_study:
-        steps.append(("study", lambda: short_study(out, device, *(("13k", 2) if args.dry_run else ()))))
+        size = "13k" if args.dry_run else "56k"
+        steps.append(("study", lambda: short_study(out, device, size, (2,) if args.dry_run else (20,))))
+        steps.append(("study_branches", lambda: short_study(out, device, size, (1, 2) if args.dry_run else (5, 10, 20),
+                                                            branches=True)))
     if not args.skip_compile:
         size, context, batch, ks = sizes["small"]
         # K = 1 and the largest K only: every new stacked model is a fresh compile
@@ -148,7 +161,7 @@ def summarize(key: str, result: dict) -> None:
     if "error" in result:
         print("   error:", result["error"])
         return
-    if key == "study":
+    if key.startswith("study"):
         print(f"   returncode {result['returncode']}, {result['wall_s']:.0f} s")
         print(textwrap.indent(result["status"], "   "))
         return
