@@ -19,13 +19,13 @@ choice of Hagele et al., who fix the warmup length across durations), so:
 - larger budgets get a shorter warmup than their stand-alone run (`schedule_exact = False`).
   `compare_with_full_runs` measures what that costs in val_loss.
 
-Measured (benchmarks/bench_cooldown.py: 13k, context 128, batch 32, decays 0 / 0.1 / 1, budgets
-5 / 10 / 20 / 40 TPP, warmup_frac 0.1): the inexact branches end 0.014-0.016 nats below their
-full runs at 10 TPP, 0.027-0.034 at 20 and 0.059-0.066 at 40 (a 2-step warmup instead of 3-13
-helps these short runs). That is as large as the decay effect at 40 TPP, but nearly the same for
-every decay (spread <= 0.007), so comparisons across decays within a budget survive better than
-absolute losses. With warmup_frac = 0 every branch equals its full run exactly, so a study that
-uses branches should prefer it (or treat its tokens axis as "WSD with a fixed warmup").
+Measured (benchmarks/bench_cooldown.py, context 128, WSD, cooldown_frac 0.2, warmup_frac 0.1):
+at 13k (batch 32, decays 0 / 0.1 / 1, budgets 5 / 10 / 20 / 40 TPP) the inexact branches ended
+0.014-0.016 nats below their full runs at 10 TPP, 0.027-0.034 at 20 and 0.059-0.066 at 40, nearly
+the same for every decay; at 56k (batch 16, decays 0 / 0.1 / 1 / 3, budgets 5 / 10 / 20 TPP) they
+ended -0.054 to +0.041 off, with a sign that changed with the decay. With warmup_frac = 0 every
+branch equalled its full run (all 12 at 56k: difference 0.0000), so studies require it
+(`cooldown_branches` in a spec).
 
 Each branch's metrics are those of a run with `tokens = D_b` (steps, n_tokens, tpp, tau are the
 budget's), plus `branch_step` (where it left the shared run), `warmup_steps` (the shared warmup),

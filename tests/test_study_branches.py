@@ -31,16 +31,17 @@ storage = "sqlite:///{dir}/{name}.db"
 device = "cpu"
 probes = false
 eval_tokens = 1024
-warmup_frac = 0.0
+warmup_frac = {warmup}
 """
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_spec(tmp_path: Path, name: str, extra: str = "", schedule: str = "wsd",
-               decay: str = "grid = [0, 0.5]") -> Path:
+               decay: str = "grid = [0, 0.5]", warmup: float = 0.0) -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(SPEC.format(name=name, dir=tmp_path, extra=extra, schedule=schedule, decay=decay))
+    path.write_text(SPEC.format(name=name, dir=tmp_path, extra=extra, schedule=schedule, decay=decay,
+                                warmup=warmup))
     return path
 
 
@@ -98,12 +99,13 @@ def test_a_branch_worker_takes_only_budgets_still_waiting(tmp_path):
     assert all(t.user_attrs["cooldown_branch"] for name, ts in cells.items() if name != first for t in ts)
 
 
-@pytest.mark.parametrize("schedule, decay, message", [
-    ("cosine", "grid = [0, 0.5]", 'schedule "wsd" for cooldown branches'),
-    ("wsd", "low = 0.01\nhigh = 1\nn_trials = 2", "a [decay] grid"),
+@pytest.mark.parametrize("schedule, decay, warmup, message", [
+    ("cosine", "grid = [0, 0.5]", 0.0, 'schedule "wsd" for cooldown branches'),
+    ("wsd", "low = 0.01\nhigh = 1\nn_trials = 2", 0.0, "a [decay] grid"),
+    ("wsd", "grid = [0, 0.5]", 0.1, "expected warmup_frac = 0 in [run]"),
 ])
-def test_cooldown_branches_need_wsd_and_a_decay_grid(tmp_path, capsys, schedule, decay, message):
-    path = write_spec(tmp_path, "bad", "cooldown_branches = true", schedule=schedule, decay=decay)
+def test_cooldown_branches_need_wsd_no_warmup_and_a_decay_grid(tmp_path, capsys, schedule, decay, warmup, message):
+    path = write_spec(tmp_path, "bad", "cooldown_branches = true", schedule=schedule, decay=decay, warmup=warmup)
     with pytest.raises(ConfigError, match="cooldown_branches"):
         load_spec(path)
     assert main(["study", "run", str(path), "--no-progress"]) == 2

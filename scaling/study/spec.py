@@ -24,7 +24,7 @@ Example (see studies/*.toml for real ones)::
     eval_tokens = 16384
 
     batch_models = 4 (top level, before any table) trains up to 4 trials of a cell together.
-    cooldown_branches = true (top level; needs schedule = "wsd" and a decay grid) trains each
+    cooldown_branches = true (top level; needs schedule = "wsd", warmup_frac = 0 and a decay grid) trains each
     (size, decay, seed) once through its largest budget and branches a cooldown off for every
     smaller budget (`scaling.cooldown`), instead of one full run per budget.
 """
@@ -169,8 +169,8 @@ class StudySpec:
     # 1 trains one trial at a time.
     batch_models: int = 1
     # Budgets of one size from one run: a shared WSD stable phase and a cooldown branch per
-    # budget (`scaling.cooldown`, Hagele et al. 2024). Off unless asked for: with warmup_frac > 0
-    # every budget but the smallest gets the smallest budget's warmup, a measured bias.
+    # budget (`scaling.cooldown`, Hagele et al. 2024). Off unless asked for; needs warmup_frac = 0
+    # (with a warmup every budget but the smallest would get the smallest one's, a measured bias).
     cooldown_branches: bool = False
 
     @property
@@ -304,6 +304,12 @@ def _check_cooldown_branches(v: "_Validator", spec: StudySpec) -> None:
         if configs[0].schedule != "wsd":
             key = "schedule" if "schedule" in spec.per_size.get(size.name, {}) else "cooldown_branches"
             v.fail(key, f"schedule \"wsd\" for cooldown branches (size {size.name})", configs[0].schedule)
+        if configs[0].warmup_frac != 0:
+            # A shared run has one warmup, so larger budgets would get the smallest one's: at 56k
+            # that moved val_loss by -0.054..+0.041, with a sign that changed with the decay.
+            v.fail("cooldown_branches", "warmup_frac = 0 in [run] (then every branch equals its full run; "
+                   "one shared warmup would bias larger budgets, see docs/studies.md)",
+                   f"warmup_frac = {configs[0].warmup_frac:g}")
 
 
 def _parse_sizes(v: "_Validator", data: dict[str, Any]) -> tuple[SizeSpec, ...]:
