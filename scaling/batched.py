@@ -557,6 +557,7 @@ class StackedRun:
         """Final evaluation and one `BatchedResult` per model (metrics as `pretrain` reports).
         `k_total`: the models trained side by side in all (this run may be one group of them)."""
         self.sync()
+        k_total = k_total or self.k
         cfg = configs[0]
         val = self.evaluate(val_windows)
         train = self.evaluate(self.seen_windows(steps, cfg.batch_tokens, cfg.eval_tokens))
@@ -569,8 +570,8 @@ class StackedRun:
                     self.errors[k] = exc
             metrics = pretrain_metrics(c, self.shape, self.vocab_size, steps, n_tokens, len(self.train_tokens),
                                        val[k], train[k], train_time, self.device)
-            metrics["batch_models"] = k_total or self.k
-            metrics["batch_tokens_per_s"] = (k_total or self.k) * n_tokens / train_time
+            metrics["batch_models"] = k_total
+            metrics["batch_tokens_per_s"] = k_total * n_tokens / train_time
             metrics.update(extra or {})
             error = self.errors[k]
             if error is not None:
@@ -611,27 +612,23 @@ def pretrain_batched(configs: Sequence[RunConfig], train_tokens: np.ndarray, val
     runs = [StackedRun(configs[a:b], train_tokens, vocab_size, device, compile=compile, split=False)
             for a, b in groups]
 
-    def train_group(rows: tuple[int, int], live: Callable[[int, list[float]], None] | None):
-        a, b = rows
-        run = runs[groups.index(rows)]
-        log: list[tuple[int, list[float]]] = []
-        train_time = _train_steps(run, steps, val_windows, live or (lambda s, losses: log.append((s, losses))),
-                                  bar if a == 0 else None)
-        return run, log, train_time
-
-    if len(groups) == 1:
-        run, _, train_time = train_group(groups[0], on_step or (lambda s, losses: None))
+    if len(runs) == 1:
+        (run,) = runs
+        train_time = _train_steps(run, steps, val_windows, on_step or (lambda step, losses: None), bar)
         results = run.results(configs, steps, n_tokens, train_time, val_windows)
     else:
-        done = _map_threads(lambda rows: train_group(rows, None), groups)
+        logs: list[list[tuple[int, list[float]]]] = [[] for _ in runs]
+        times = _map_threads(lambda i: _train_steps(runs[i], steps, val_windows,
+                                                    lambda step, losses: logs[i].append((step, losses)),
+                                                    bar if i == 0 else None), range(len(runs)))
         # the groups ran side by side: the batch took as long as its slowest group
-        train_time = max(t for _, _, t in done)
+        train_time = max(times)
         results = []
-        for (a, b), (run, _, _) in zip(groups, done):
+        for (a, b), run in zip(groups, runs):
             results += run.results(configs[a:b], steps, n_tokens, train_time, val_windows, k_total=len(configs))
         if on_step is not None:
             by_step: dict[int, list[float]] = {}
-            for _, log, _ in done:
+            for log in logs:
                 for step, losses in log:
                     by_step.setdefault(step, []).extend(losses)
             for step in sorted(by_step):
@@ -691,7 +688,6 @@ def run_pipeline_batched(configs: Sequence[RunConfig], progress: bool = False,
     fine-tuning time.
     """
     from scaling.data.tokens import load_pretrain_data
-    from scaling.pipeline import evaluate_pretrained
 
     check_stackable(configs)
     cfg = configs[0]
@@ -701,17 +697,25 @@ def run_pipeline_batched(configs: Sequence[RunConfig], progress: bool = False,
     results = pretrain_batched(configs, data.train, data.val, data.tokenizer.vocab_size, progress=progress,
                                device=device, compile=compile)
     share = (time.perf_counter() - start) / len(configs)
-    out = []
-    for c, result in zip(configs, results):
-        own_start = time.perf_counter() - share
-        if result.error is None:
-            try:
-                out.append(evaluate_pretrained(c, result, data, device, own_start))
-                continue
-            except TrainingDiverged as exc:
-                result.metrics.update({"error": str(exc), "diverged_step": exc.step, "diverged_phase": exc.phase})
-        metrics = dict(result.metrics)
-        metrics["wall_s"] = time.perf_counter() - own_start
-        metrics["curve"] = result.curve
-        out.append(metrics)
-    return out
+    return [finish_pipeline(c, result, data, device, share) for c, result in zip(configs, results)]
+
+
+def finish_pipeline(cfg: RunConfig, result: BatchedResult, data: Any, device: torch.device,
+                    pretrain_share: float) -> dict[str, Any]:
+    """The rest of `run_pipeline` for one model of a stacked run: probes and fine-tuning
+    (`scaling.pipeline.evaluate_pretrained`), or, for a model that diverged in pretraining or
+    diverges in fine-tuning, its pretraining metrics with `error`, `diverged_step`,
+    `diverged_phase` and `curve` instead of a raise. `wall_s` counts `pretrain_share` (this
+    model's part of the shared pretraining time) plus its own time here."""
+    from scaling.pipeline import evaluate_pretrained
+
+    own_start = time.perf_counter() - pretrain_share
+    if result.error is None:
+        try:
+            return evaluate_pretrained(cfg, result, data, device, own_start)
+        except TrainingDiverged as exc:
+            result.metrics.update({"error": str(exc), "diverged_step": exc.step, "diverged_phase": exc.phase})
+    metrics = dict(result.metrics)
+    metrics["wall_s"] = time.perf_counter() - own_start
+    metrics["curve"] = result.curve
+    return metrics

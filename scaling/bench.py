@@ -163,14 +163,14 @@ def run_bench(cfg: RunConfig, steps: int = 20, repeats: int = 3, ks: tuple[int, 
         return tokens_per_s
 
     tokens = steps * cfg.batch_tokens
+    pair = {"reference": (result.reference_tokens_per_s, reference_loop, (cfg, data.train, vocab, steps, device)),
+            "trainer": (result.trainer_tokens_per_s, trainer_throughput,
+                        (cfg, data.train, data.val, vocab, steps, device))}
     for repeat in range(repeats):
         # alternate which of the pair goes first, so neither always inherits the other's leftovers
-        pair = [lambda: result.reference_tokens_per_s.append(
-                    timed("reference", tokens, reference_loop, cfg, data.train, vocab, steps, device)),
-                lambda: result.trainer_tokens_per_s.append(
-                    timed("trainer", tokens, trainer_throughput, cfg, data.train, data.val, vocab, steps, device))]
-        for run in (pair if repeat % 2 == 0 else pair[::-1]):
-            run()
+        for name in (("reference", "trainer") if repeat % 2 == 0 else ("trainer", "reference")):
+            runs, fn, args = pair[name]
+            runs.append(timed(name, tokens, fn, *args))
         for k in ks:
             result.batched_tokens_per_s.setdefault(k, []).append(timed(
                 f"K={k}", k * tokens, batched_throughput, cfg, data.train, data.val, vocab, k, steps, device, compile))

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from scaling.batched import BatchedResult, StackedRun, check_stackable, pretrain_batched
+from scaling.batched import BatchedResult, StackedRun, check_stackable, finish_pipeline, pretrain_batched
 from scaling.config import RunConfig
 from scaling.errors import ConfigError
 from scaling.model import non_embedding_params
@@ -231,7 +231,7 @@ def compare_with_full_runs(configs: Sequence[RunConfig], budgets: Sequence[int],
     return rows
 
 
-def run_pipeline_with_cooldowns(configs: Sequence[RunConfig], budgets: Sequence[int], progress: bool = False,
+def run_pipeline_with_cooldowns(configs: Sequence[RunConfig], budgets: Sequence[int],
                                 compile: bool = False) -> list[list[dict[str, Any]]]:
     """`scaling.pipeline.run_pipeline` for K configs at every budget in `budgets` (tokens): one
     shared stable phase with a cooldown branch per budget (`pretrain_batched_with_cooldowns`),
@@ -241,13 +241,10 @@ def run_pipeline_with_cooldowns(configs: Sequence[RunConfig], budgets: Sequence[
     dict has `run_pipeline`'s keys for a run of `tokens` = that budget, plus the branch's
     `branch_step`, `warmup_steps`, `schedule_exact` and `cooldown_s`, and `cooldown_branch` =
     True. A model that diverged does not raise: its dicts carry `error`, `diverged_step` and
-    `diverged_phase` (as `scaling.batched.run_pipeline_batched`). `wall_s` is the shared
-    pretraining time split evenly over all K x budgets results plus the result's own probes and
-    fine-tuning.
+    `diverged_phase` (`scaling.batched.finish_pipeline`). `wall_s` is the shared pretraining
+    time split evenly over all K x budgets results plus the result's own probes and fine-tuning.
     """
     from scaling.data.tokens import load_pretrain_data
-    from scaling.errors import TrainingDiverged
-    from scaling.pipeline import evaluate_pretrained
 
     check_stackable(configs)
     cfg = configs[0]
@@ -262,20 +259,8 @@ def run_pipeline_with_cooldowns(configs: Sequence[RunConfig], budgets: Sequence[
     for c, per_budget in zip(configs, results):
         row = []
         for branch, result in zip(plan.branches, per_budget):
-            own_start = time.perf_counter() - share
-            budget_cfg = c.replace(tokens=branch.tokens, tpp=None)
             result.metrics["cooldown_branch"] = True
-            if result.error is None:
-                try:
-                    row.append(evaluate_pretrained(budget_cfg, result, data, device, own_start))
-                    result.model = None  # done with it: K x budgets models would otherwise pile up
-                    continue
-                except TrainingDiverged as exc:
-                    result.metrics.update({"error": str(exc), "diverged_step": exc.step,
-                                           "diverged_phase": exc.phase})
-            metrics = dict(result.metrics)
-            metrics["wall_s"] = time.perf_counter() - own_start
-            metrics["curve"] = result.curve
-            row.append(metrics)
+            row.append(finish_pipeline(c.replace(tokens=branch.tokens, tpp=None), result, data, device, share))
+            result.model = None  # done with it: K x budgets models would otherwise pile up
         out.append(row)
     return out

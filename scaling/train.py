@@ -182,8 +182,7 @@ class LossReadback:
     def flush(self) -> list[tuple[int, Any]]:
         if not self._steps:
             return []
-        values = self._losses[0].unsqueeze(0).tolist() if len(self._losses) == 1 else torch.stack(self._losses).tolist()
-        out = list(zip(self._steps, values))
+        out = list(zip(self._steps, torch.stack(self._losses).tolist()))
         self._steps, self._losses = [], []
         return out
 

@@ -15,20 +15,15 @@ plain worker beside this one), the unit simply branches for the budgets it did c
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
 from scaling.config import RunConfig
-from scaling.study.spec import Cell
 from scaling.study.storage import retry_storage
-from scaling.study.worker import Heartbeat, Worker, _jsonable, _sigint_ignored, claim_planned
+from scaling.study.worker import Prepared, Worker, claim_planned
 
 # K base configs (differing in decay/seed) and budgets in tokens in, metrics[config][budget] out
 BranchFn = Callable[[list[RunConfig], list[int]], list[list[dict[str, Any]]]]
@@ -38,16 +33,7 @@ def pipeline_branches(configs: list[RunConfig], budgets: list[int]) -> list[list
     """The default unit of work: `scaling.cooldown.run_pipeline_with_cooldowns`."""
     from scaling.cooldown import run_pipeline_with_cooldowns
 
-    return run_pipeline_with_cooldowns(configs, budgets, progress=False)
-
-
-@dataclass(frozen=True)
-class Member:
-    """One claimed trial of a unit: the cell it belongs to and its ids."""
-
-    cell: Cell
-    study: optuna.Study
-    trial_id: int
+    return run_pipeline_with_cooldowns(configs, budgets)
 
 
 class BranchWorker(Worker):
@@ -55,74 +41,47 @@ class BranchWorker(Worker):
         super().__init__(*args, **kwargs)
         self.branch_fn = branch_fn or pipeline_branches
 
-    def _claim_next(self) -> list[Member] | None:
+    def _claim_next(self) -> list[tuple[optuna.Study, int]] | None:
         """Up to `batch_models` plan keys of the first size with anything waiting, each with its
         trial in every budget's cell that still has it waiting."""
         for size in self.spec.sizes:
-            cells = [c for c in self.cells if c.size == size]
-            for cell in cells:
-                study = self.studies[cell.name]
+            studies = [self.studies[c.name] for c in self.cells if c.size == size]
+            for study in studies:
                 retry_storage(lambda: optuna.storages.fail_stale_trials(study))
-            units: dict[str | None, list[Member]] = {}
-            for cell in cells:
-                study = self.studies[cell.name]
+            units: dict[str | None, list[tuple[optuna.Study, int]]] = {}
+            for study in studies:
                 while len(units) < self.spec.batch_models:
                     got = retry_storage(lambda: claim_planned(study, exclude=set(units)))
                     if got is None:
                         break
-                    units[got[1]] = [Member(cell, study, got[0])]
+                    units[got[1]] = [(study, got[0])]
             for key, members in units.items():
-                taken = {m.cell.name for m in members}
-                for cell in cells:
-                    if cell.name in taken or key is None:
+                taken = {study for study, _ in members}
+                for study in studies:
+                    if study in taken or key is None:
                         continue
-                    study = self.studies[cell.name]
                     got = retry_storage(lambda: claim_planned(study, key=key))
                     if got is not None:
-                        members.append(Member(cell, study, got[0]))
+                        members.append((study, got[0]))
             if units:
-                return [m for members in units.values() for m in members]
+                return [member for members in units.values() for member in members]
         return None
 
-    def _execute(self, members: list[Member]) -> None:
-        """`Worker._run_batch` for a unit spanning several cells."""
-        self.result.ran += len(members)
-        pending = list(members)  # claimed and not yet told
-        try:
-            with contextlib.ExitStack() as beats:
-                for m in members:
-                    beats.enter_context(Heartbeat(self.storage, m.trial_id, self.spec.worker.heartbeat_interval))
-                prepared = []
-                for m in members:
-                    trial = optuna.Trial(m.study, m.trial_id)
-                    try:
-                        self._attrs(trial, self.info)
-                        prepared.append((m, trial, self._prepare(trial)))
-                    except Exception as exc:  # this trial alone is broken (a foreign trial)
-                        self._fail_outside(m.study, m.trial_id, exc)
-                        pending.remove(m)
-                if prepared:
-                    self._train_branches(prepared, pending)
-        except KeyboardInterrupt:
-            with _sigint_ignored():
-                for m in pending:
-                    self._fail(m.study, m.trial_id, "interrupted", "interrupted by the user (Ctrl-C)", retry="free")
-            raise
-        except Exception as exc:
-            for m in pending:
-                self._fail_outside(m.study, m.trial_id, exc)
+    def _execute(self, claimed: list[tuple[optuna.Study, int]]) -> None:
+        self._run_unit(claimed)
 
-    def _train_branches(self, prepared: list[tuple[Member, optuna.Trial, RunConfig]], pending: list[Member]) -> None:
+    def _train_unit(self, prepared: list[Prepared], pending: list[tuple[optuna.Study, int]]) -> None:
+        """One stacked model per (decay, seed), a cooldown branch per claimed budget."""
         from scaling.batched import check_stackable
         from scaling.model import non_embedding_params
         from scaling.train import model_shape, token_budget
 
         start = time.perf_counter()
-        by_model: dict[tuple[float, int], list[tuple[Member, optuna.Trial, RunConfig]]] = {}
+        by_model: dict[tuple[float, int], list[Prepared]] = {}
         for item in prepared:
             by_model.setdefault((item[2].decay, item[2].seed), []).append(item)
         n_params = non_embedding_params(model_shape(prepared[0][2]))
-        tokens = {item[0]: token_budget(item[2], n_params)[1] for item in prepared}
+        tokens = {trial._trial_id: token_budget(config, n_params)[1] for _, trial, config in prepared}
         budgets = sorted(set(tokens.values()))
         try:
             base = [items[0][2].replace(tokens=budgets[-1], tpp=None) for items in by_model.values()]
@@ -131,25 +90,10 @@ class BranchWorker(Worker):
             if len(results) != len(base) or any(len(row) != len(budgets) for row in results):
                 raise RuntimeError(f"branch_fn returned {[len(r) for r in results]} results for "
                                    f"{len(base)} configs x {len(budgets)} budgets")
-        except Exception as exc:  # a bug or a lost device: every trial of the unit as if alone
-            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-            numbers = ", ".join(f"{m.cell.name}#{trial.number}" for m, trial, _ in prepared)
-            print(f"worker {self.index}: trials {numbers} failed: {reason}", file=sys.stderr)
-            for m, trial, _ in prepared:
-                self._attrs(trial, {"trial_wall_s": time.perf_counter() - start,
-                                    "traceback": traceback.format_exc(limit=8)})
-                self._fail(m.study, m.trial_id, "error", reason, retry="counted")
-                pending.remove(m)
+        except Exception as exc:
+            self._fail_unit(prepared, pending, exc, time.perf_counter() - start)
             return
         wall = time.perf_counter() - start  # every trial of the unit ran this long
         for row, items in zip(results, by_model.values()):
-            for m, trial, _ in items:
-                metrics = row[budgets.index(tokens[m])]
-                if metrics.get("error") is not None:  # diverged: final, as a lone trial's TrainingDiverged
-                    self._attrs(trial, {"trial_wall_s": wall,
-                                        "diverged_step": _jsonable(metrics.get("diverged_step")),
-                                        "diverged_phase": metrics.get("diverged_phase")})
-                    self._fail(m.study, m.trial_id, "diverged", str(metrics["error"]), retry="never")
-                else:
-                    self._record(m.study, trial, dict(metrics), wall)
-                pending.remove(m)
+            for study, trial, _ in items:
+                self._finish(study, trial, row[budgets.index(tokens[trial._trial_id])], wall, pending)

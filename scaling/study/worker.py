@@ -50,6 +50,8 @@ from scaling.study.spec import DecaySearch, StudySpec
 from scaling.study.storage import open_storage, retry_storage
 
 TrialFn = Callable[[RunConfig], dict[str, Any]]
+# a claimed trial ready to train: its study, the trial, its RunConfig
+Prepared = tuple[optuna.Study, optuna.Trial, RunConfig]
 # K configs in, K metrics dicts out; a diverged model's dict carries `error`, `diverged_step`
 # and `diverged_phase` instead of raising (the contract of `run_pipeline_batched`).
 BatchFn = Callable[[list[RunConfig]], list[dict[str, Any]]]
@@ -216,7 +218,7 @@ class Worker:
         if self.spec.batch_models == 1:
             self._run_trial(study, trial_ids[0])
         else:
-            self._run_batch(study, trial_ids)
+            self._run_unit([(study, trial_id) for trial_id in trial_ids])
 
     def _claim_any(self) -> tuple[optuna.Study, list[int]] | None:
         """Up to `batch_models` trials of the first cell that has any waiting; each claimed by
@@ -298,66 +300,76 @@ class Worker:
         retry_storage(lambda: study.tell(trial, values=[float(v) for v in values], skip_if_finished=True))
         self.result.completed += 1
 
-    # -- a batch of trials of one cell ----------------------------------------------------------
+    # -- several trials trained together ---------------------------------------------------------
 
-    def _run_batch(self, study: optuna.Study, trial_ids: list[int]) -> None:
-        """`_run_trial` for several trials trained together; each ends as it would alone."""
-        self.result.ran += len(trial_ids)
-        pending = list(trial_ids)  # claimed and not yet told
+    def _run_unit(self, claimed: list[tuple[optuna.Study, int]]) -> None:
+        """`_run_trial` for several claimed trials (of one cell, or of one size's cells for
+        cooldown branches) trained together by `_train_unit`; each ends as it would alone."""
+        self.result.ran += len(claimed)
+        pending = list(claimed)  # claimed and not yet told
         try:
             with contextlib.ExitStack() as beats:
-                for trial_id in trial_ids:
+                for _, trial_id in claimed:
                     beats.enter_context(Heartbeat(self.storage, trial_id, self.spec.worker.heartbeat_interval))
-                trials, configs = [], []
-                for trial_id in trial_ids:
+                prepared: list[Prepared] = []
+                for study, trial_id in claimed:
                     trial = optuna.Trial(study, trial_id)
                     try:
                         self._attrs(trial, self.info)
-                        configs.append(self._prepare(trial))
-                        trials.append(trial)
+                        prepared.append((study, trial, self._prepare(trial)))
                     except Exception as exc:  # this trial alone is broken (a foreign trial)
                         self._fail_outside(study, trial_id, exc)
-                        pending.remove(trial_id)
-                if trials:
-                    self._train_batch(study, trials, configs, pending)
+                        pending.remove((study, trial_id))
+                if prepared:
+                    self._train_unit(prepared, pending)
         except KeyboardInterrupt:
             with _sigint_ignored():
-                for trial_id in pending:
+                for study, trial_id in pending:
                     self._fail(study, trial_id, "interrupted", "interrupted by the user (Ctrl-C)", retry="free")
             raise
         except Exception as exc:
-            for trial_id in pending:
+            for study, trial_id in pending:
                 self._fail_outside(study, trial_id, exc)
 
-    def _train_batch(self, study: optuna.Study, trials: list[optuna.Trial], configs: list[RunConfig],
-                     pending: list[int]) -> None:
+    def _train_unit(self, prepared: list[Prepared], pending: list[tuple[optuna.Study, int]]) -> None:
+        """A batch of one cell's trials: one stacked model (`batch_fn`)."""
         from scaling.batched import check_stackable
 
         start = time.perf_counter()
+        configs = [config for _, _, config in prepared]
         try:
             check_stackable(configs)  # one cell's trials differ only in decay and seed
             results = self.batch_fn(configs)
             if len(results) != len(configs):
                 raise RuntimeError(f"batch_fn returned {len(results)} results for {len(configs)} configs")
-        except Exception as exc:  # a bug or a lost device: every trial of the batch as if alone
-            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-            numbers = ", ".join(str(t.number) for t in trials)
-            print(f"worker {self.index}: trials {numbers} failed: {reason}", file=sys.stderr)
-            for trial in trials:
-                self._attrs(trial, {"trial_wall_s": time.perf_counter() - start,
-                                    "traceback": traceback.format_exc(limit=8)})
-                self._fail(study, trial._trial_id, "error", reason, retry="counted")
-                pending.remove(trial._trial_id)
+        except Exception as exc:
+            self._fail_unit(prepared, pending, exc, time.perf_counter() - start)
             return
         wall = time.perf_counter() - start  # every trial of the batch ran this long
-        for trial, metrics in zip(trials, results):
-            if metrics.get("error") is not None:  # diverged: final, as a lone trial's TrainingDiverged
-                self._attrs(trial, {"trial_wall_s": wall, "diverged_step": _jsonable(metrics.get("diverged_step")),
-                                    "diverged_phase": metrics.get("diverged_phase")})
-                self._fail(study, trial._trial_id, "diverged", str(metrics["error"]), retry="never")
-            else:
-                self._record(study, trial, dict(metrics), wall)
-            pending.remove(trial._trial_id)
+        for (study, trial, _), metrics in zip(prepared, results):
+            self._finish(study, trial, metrics, wall, pending)
+
+    def _fail_unit(self, prepared: list[Prepared], pending: list[tuple[optuna.Study, int]], exc: Exception,
+                   wall: float) -> None:
+        """A bug or a lost device while training a unit: every trial of it fails as if alone."""
+        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        names = ", ".join(f"{study.study_name.rsplit('/', 1)[-1]}#{trial.number}" for study, trial, _ in prepared)
+        print(f"worker {self.index}: trials {names} failed: {reason}", file=sys.stderr)
+        for study, trial, _ in prepared:
+            self._attrs(trial, {"trial_wall_s": wall, "traceback": traceback.format_exc(limit=8)})
+            self._fail(study, trial._trial_id, "error", reason, retry="counted")
+            pending.remove((study, trial._trial_id))
+
+    def _finish(self, study: optuna.Study, trial: optuna.Trial, metrics: dict[str, Any], wall: float,
+                pending: list[tuple[optuna.Study, int]]) -> None:
+        """Record one trial of a unit: diverged (final, as a lone trial's TrainingDiverged) or complete."""
+        if metrics.get("error") is not None:
+            self._attrs(trial, {"trial_wall_s": wall, "diverged_step": _jsonable(metrics.get("diverged_step")),
+                                "diverged_phase": metrics.get("diverged_phase")})
+            self._fail(study, trial._trial_id, "diverged", str(metrics["error"]), retry="never")
+        else:
+            self._record(study, trial, dict(metrics), wall)
+        pending.remove((study, trial._trial_id))
 
     def _fail_outside(self, study: optuna.Study, trial_id: int, exc: Exception) -> None:
         """The bookkeeping around a trial failed: FAIL it (counted retry) if the storage lets us."""
