@@ -12,7 +12,7 @@ from scaling.commands.recommend import parse_amount
 from scaling.errors import ConfigError, FitError
 from scaling.fit import fit_study
 from scaling.fit.simulate import Truth, simulate_trials
-from scaling.recommend import recommend
+from scaling.fit.recommend import recommend
 
 
 @pytest.fixture(scope="module")

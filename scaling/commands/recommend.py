@@ -48,7 +48,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scaling.fit import read_table
-    from scaling.recommend import recommend
+    from scaling.fit.recommend import recommend
 
     if args.compute is not None:
         if any(v is not None for v in (args.params, args.tokens, args.tpp)):

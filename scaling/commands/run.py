@@ -28,7 +28,7 @@ def register(sub) -> None:
 def fits_payload(rfit, source: str) -> dict:
     """fits.json: the full StudyFit when there is one, else the per-cell optima and the
     reasons no law could be fitted (same schema keys, laws null)."""
-    from scaling.fit.study import SCHEMA
+    from scaling.fit.studyfit import SCHEMA
 
     if rfit.fit is not None:
         return rfit.fit.to_dict()

@@ -11,7 +11,7 @@ Building blocks, usable on their own: `fit_loss_surface` (Chinchilla approach 3)
 from scaling.fit.backtest import Backtest, BacktestCase, backtest_law
 from scaling.fit.laws import Coefficient, DecayLaw, LawPrediction, fit_decay_law
 from scaling.fit.optima import CellOptimum, cell_optima
-from scaling.fit.study import StudyFit, fit_study
+from scaling.fit.studyfit import StudyFit, fit_study
 from scaling.fit.surface import ComputeOptimal, LossSurface, fit_loss_surface
 from scaling.fit.table import prepare_table, read_table
 

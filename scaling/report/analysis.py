@@ -15,7 +15,7 @@ import pandas as pd
 from scaling.errors import ScalingError
 from scaling.fit import CellOptimum, DecayLaw, StudyFit, cell_optima, fit_study
 from scaling.fit.table import DEFAULT_OBJECTIVES, human
-from scaling.recommend import Recommendation, recommend
+from scaling.fit.recommend import Recommendation, recommend
 
 NEXT_BUDGET_FACTOR = 4.0  # "next budget" = this many times the largest N, at the same TPP
 LEVEL = 0.9  # coverage of prediction and per-cell intervals drawn in the report

@@ -1,6 +1,6 @@
 """Budgets -> recommended weight decays, with prediction intervals and honest labels.
 
-    from scaling.recommend import recommend
+    from scaling.fit.recommend import recommend
     rec = recommend(trials_df, n_params=1e6, n_tokens=2e7)
     rec.decay_loss_opt.value, rec.decay_plastic_opt.low, rec.label, rec.summary()
 
@@ -32,7 +32,7 @@ from scaling.errors import ConfigError, FitError
 from scaling.fit import text
 from scaling.fit.backtest import Backtest
 from scaling.fit.laws import DecayLaw
-from scaling.fit.study import StudyFit, fit_study
+from scaling.fit.studyfit import StudyFit, fit_study
 from scaling.fit.table import human
 
 OBJECTIVES = {"decay_loss_opt": "val_loss", "decay_plastic_opt": "ft_score"}
