@@ -4,7 +4,7 @@
         [--context 128] [--batch-size 32] [--warmup-frac 0.1] [--threads 1] [--json]
 
 For each decay (trained together by the batched trainer) one shared warmup-stable phase gives a
-cooldown branch at every budget (`scaling.cooldown`); separate full WSD runs at the same budgets
+cooldown branch at every budget (`scaling.train.cooldown`); separate full WSD runs at the same budgets
 are the reference. Prints val_loss of both, their difference, whether the branch's schedule is
 exact (its own warmup equals the shared one), and the optimizer steps and wall time each way.
 """
@@ -17,11 +17,10 @@ import time
 
 import torch
 
-from scaling.config import RunConfig
-from scaling.cooldown import compare_with_full_runs
+from scaling.config import RunConfig, model_shape
+from scaling.core.shapes import non_embedding_params
 from scaling.data.tokens import load_pretrain_data
-from scaling.model import non_embedding_params
-from scaling.train import model_shape
+from scaling.train.cooldown import compare_with_full_runs
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py [--out results/gpu-check] [--skip-study] [--skip-compile]
                                    [--deadline-s 420] [--dry-run]
 
-1. `scaling bench` (as `scaling.bench.run_bench`) for a small and a mid ladder size, the batched
+1. `scaling bench` (as `scaling.train.bench.run_bench`) for a small and a mid ladder size, the batched
    trainer at K up to 64: tokens/s, speedups over K sequential runs, and achieved FLOP/s against
    the GPU's dense bf16 peak (table below; unknown GPUs report the ratio as null).
 2. The same small-size bench with `torch.compile` on the batched trainer (compile time excluded:
@@ -53,7 +53,7 @@ DRY_SIZES = {"small": ("13k", 32, 4, (1, 2)), "mid": ("56k", 32, 4, (1, 2))}
 
 def bench(size: str, context: int, batch: int, ks: tuple[int, ...], compile: bool, peak: float | None,
           device: str = "cuda", steps: int = 20, repeats: int = 3) -> dict:
-    from scaling.bench import run_bench
+    from scaling.train.bench import run_bench
     from scaling.config import RunConfig
 
     cfg = RunConfig(size=size, context=context, batch_size=batch, tpp=20.0, device=device)

@@ -1,8 +1,9 @@
 """Typed, validated run configuration: one pretrain -> probe -> fine-tune run.
 
 `RunConfig` is what a trial is: the study layer builds one per trial and hands it to
-`scaling.pipeline.run_pipeline`. Validation happens in `__post_init__`, so an impossible
+`scaling.train.pipeline.run_pipeline`. Validation happens in `__post_init__`, so an impossible
 config never reaches the trainer; every message names the field and what was expected.
+Free of torch: shapes and budgets come from `scaling.core`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from scaling.core.budget import budget_steps
+from scaling.core.shapes import LADDER, ModelShape, ladder_shape
 from scaling.errors import ConfigError
 
 SCHEDULES = ("cosine", "wsd")
@@ -68,8 +71,6 @@ class RunConfig:
         if self.size is None and (self.d_model is None or self.n_layers is None):
             raise ConfigError("size: give a ladder size or both d_model and n_layers")
         if self.size is not None:
-            from scaling.model import LADDER
-
             if self.size not in LADDER:
                 raise ConfigError(
                     f"size: unknown size {self.size!r}; expected one of {', '.join(LADDER)}"
@@ -122,6 +123,28 @@ class RunConfig:
         if "tasks" in data and isinstance(data["tasks"], str):
             data["tasks"] = tuple(t for t in data["tasks"].split(",") if t)
         return cls(**data)
+
+
+def model_shape(cfg: RunConfig) -> ModelShape:
+    """The ladder rung named by `cfg.size`, with any explicit shape override applied."""
+    if cfg.size is not None:
+        base = LADDER[cfg.size]
+        d_model = cfg.d_model or base.d_model
+        if cfg.d_model is None:
+            return ModelShape(
+                d_model=d_model,
+                n_layers=cfg.n_layers or base.n_layers,
+                n_heads=cfg.n_heads or base.n_heads,
+                d_ff=cfg.d_ff or base.d_ff,
+            )
+    else:
+        d_model = cfg.d_model
+    return ladder_shape(d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff)
+
+
+def token_budget(cfg: RunConfig, n_params: int) -> tuple[int, int]:
+    """(steps, n_tokens): the config's budget (tokens, or tpp x n_params) in whole optimizer steps."""
+    return budget_steps(cfg.tokens if cfg.tokens is not None else cfg.tpp * n_params, cfg.batch_tokens)
 
 
 def _positive_int(cfg: RunConfig, name: str) -> None:

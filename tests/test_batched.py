@@ -7,15 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.batched import (StackedAdamW, StackedGPT, check_stackable, pretrain_batched, run_pipeline_batched)
+from scaling.train.pipeline import run_pipeline_batched
+from scaling.train.stacked import check_stackable, pretrain_batched
+from scaling.train.stacked_model import StackedAdamW, StackedGPT
 from scaling.config import RunConfig
 from scaling.errors import ConfigError, TrainingDiverged
-from scaling.model import GPT, LADDER
-from scaling.train import build_optimizer, pretrain
+from scaling.core.shapes import LADDER
+from scaling.train.model import GPT
+from scaling.train.single import build_optimizer, pretrain
 
 from tests.synthetic import VOCAB, pattern_tokens
 
-# the gradient buffers view a strided (K, P) buffer on purpose (see scaling.batched)
+# the gradient buffers view a strided (K, P) buffer on purpose (see scaling.train.stacked_model)
 pytestmark = [pytest.mark.filterwarnings("ignore:grad and param do not obey"), pytest.mark.usefixtures("one_thread")]
 
 
@@ -168,7 +171,7 @@ def test_configs_must_differ_only_in_decay_and_seed():
 
 
 def test_pipeline_batched_returns_run_pipeline_metrics_per_model():
-    from scaling.pipeline import run_pipeline
+    from scaling.train.pipeline import run_pipeline
 
     configs = [tiny(decay=0.0, context=32, tokens=32 * 4 * 3), tiny(decay=1.0, context=32, tokens=32 * 4 * 3)]
     batched = run_pipeline_batched(configs)
@@ -217,7 +220,7 @@ def test_bench_rejects_a_bad_k_list(capsys):
 
 
 def test_overflowing_logits_fall_back_to_the_max_shifted_softmax():
-    from scaling.batched_ops import head_cross_entropy
+    from scaling.train.stacked_ops import head_cross_entropy
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 6, 4, generator=gen) * 40  # logits far beyond exp's float32 range
@@ -236,7 +239,7 @@ def test_overflowing_logits_fall_back_to_the_max_shifted_softmax():
 
 def test_the_bf16_autocast_path_trains(tokens):
     """The GPU path (bf16 autocast, real-valued rotary) exercised on CPU: close to fp32, finite."""
-    from scaling.batched import StackedRun
+    from scaling.train.stacked import StackedRun
 
     train, _ = tokens
     configs = [tiny(decay=0.0), tiny(decay=1.0)]
@@ -260,8 +263,7 @@ def test_pipeline_batched_records_a_divergence_instead_of_raising():
 def test_losses_read_back_in_chunks_as_on_a_gpu_change_nothing_but_timing(tokens, monkeypatch):
     """On a GPU the losses come back every few steps (no per-step sync); simulated on CPU, every
     loss, the divergence step and the surviving model's result must be what per-step reading gives."""
-    import scaling.batched
-    import scaling.train
+    import scaling.train.loop
 
     train, val = tokens
     configs = [tiny(decay=0.1), tiny(decay=1e6)]
@@ -269,8 +271,7 @@ def test_losses_read_back_in_chunks_as_on_a_gpu_change_nothing_but_timing(tokens
     expected = pretrain_batched(configs, train, val, VOCAB, on_step=lambda s, losses: per_step.append((s, losses)))
     with pytest.raises(TrainingDiverged) as alone:
         pretrain(configs[1], train, val, VOCAB)
-    monkeypatch.setattr(scaling.batched, "readback_interval", lambda device: 4)
-    monkeypatch.setattr(scaling.train, "readback_interval", lambda device: 4)
+    monkeypatch.setattr(scaling.train.loop, "readback_interval", lambda device: 4)
     chunked: list = []
     got = pretrain_batched(configs, train, val, VOCAB, on_step=lambda s, losses: chunked.append((s, losses)))
     assert [s for s, _ in chunked] == [s for s, _ in per_step]

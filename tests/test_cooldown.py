@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 
-from scaling.batched import pretrain_batched
 from scaling.config import RunConfig
-from scaling.cooldown import (compare_with_full_runs, plan_cooldowns, pretrain_batched_with_cooldowns,
-                              pretrain_with_cooldowns, wsd_multiplier)
+from scaling.core.budget import warmup_steps
+from scaling.core.schedule import lr_multiplier, wsd_multiplier
 from scaling.errors import ConfigError
-from scaling.train import lr_multiplier, pretrain, warmup_steps
+from scaling.train.cooldown import (compare_with_full_runs, plan_cooldowns, pretrain_batched_with_cooldowns,
+                                    pretrain_with_cooldowns)
+from scaling.train.single import pretrain
+from scaling.train.stacked import pretrain_batched
 
 from tests.synthetic import VOCAB, pattern_tokens
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from scaling.errors import ConfigError
-from scaling.model import GPT, LADDER, ModelShape, non_embedding_params, total_params, train_flops_per_token
+from scaling.core.shapes import LADDER, ModelShape, non_embedding_params, total_params, train_flops_per_token
+from scaling.train.model import GPT
 
 
 def test_parameter_count_matches_a_hand_count():

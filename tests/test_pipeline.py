@@ -9,7 +9,7 @@ from scaling.cli import main
 from scaling.config import RunConfig
 from scaling.data.tokens import load_pretrain_data
 from scaling.errors import TrainingDiverged
-from scaling.train import pretrain
+from scaling.train.single import pretrain
 
 METRICS = ["val_loss", "train_loss", "gap", "tau", "ft_score", "ft_gain", "probe_acc", "qk_rank",
            "n_params", "n_params_total", "n_tokens", "tpp", "decay", "lr", "batch_tokens", "epochs",
@@ -86,7 +86,7 @@ def test_fine_tuning_really_teaches_arithmetic():
     import copy
 
     from scaling.data.tasks import get_task
-    from scaling.finetune import encode_examples, exact_match, finetune, sequence_nll
+    from scaling.train.finetune import encode_examples, exact_match, finetune, sequence_nll
 
     data = load_pretrain_data(None, "byte")
     cfg = RunConfig(size="56k", tokens=100_000, batch_size=16, eval_tokens=4096)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scaling.data.tokenizer import ByteTokenizer
-from scaling.finetune import encode_examples, exact_match, lm_score, ranked_choice_accuracy
+from scaling.train.finetune import encode_examples, exact_match, lm_score, ranked_choice_accuracy
 
 TOK = ByteTokenizer()
 

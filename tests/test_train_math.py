@@ -5,10 +5,13 @@ import math
 import pytest
 import torch
 
-from scaling.config import RunConfig
+from scaling.config import RunConfig, token_budget
+from scaling.core.budget import tau
+from scaling.core.schedule import lr_multiplier
+from scaling.core.shapes import LADDER
 from scaling.errors import ConfigError
-from scaling.model import GPT, LADDER
-from scaling.train import build_optimizer, lr_multiplier, param_groups, tau, token_budget
+from scaling.train.model import GPT
+from scaling.train.single import build_optimizer, param_groups
 
 
 def test_cosine_schedule_at_key_steps():

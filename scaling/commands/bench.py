@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaling.bench import run_bench
+    from scaling.train.bench import run_bench
     from scaling.config import RunConfig
     from scaling.errors import ConfigError
 

@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def list_sizes() -> None:
-    from scaling.model import LADDER, non_embedding_params
+    from scaling.core.shapes import LADDER, non_embedding_params
 
     print(f"{'size':>6} {'d_model':>7} {'n_layers':>8} {'n_heads':>7} {'d_ff':>5} {'n_params':>10}")
     for name, s in LADDER.items():
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_sizes:
         list_sizes()
         return 0
-    from scaling.pipeline import run_pipeline
+    from scaling.train.pipeline import run_pipeline
 
     apply_threads(args.threads)
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 from scaling.errors import DataError
-from scaling.model import GPT
-from scaling.train import autocast_dtype, check_finite, evaluate_loss, lr_multiplier
+from scaling.core.schedule import lr_multiplier
+from scaling.train.loop import autocast_dtype, check_finite
+from scaling.train.model import GPT
+from scaling.train.single import evaluate_loss
 
 
 @dataclass(frozen=True)

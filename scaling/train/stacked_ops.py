@@ -1,10 +1,10 @@
-"""Per-model ("stacked") building blocks of the batched trainer, tuned for small models.
+"""Per-model ("stacked") building blocks of the stacked trainer, tuned for small models.
 
 A small model spends its time streaming activation-sized tensors through memory, not in
 arithmetic, so every block here is written to make fewer passes over them than autograd's
 default chain would: fused gradients written straight into one buffer (no split/cat), softmax
 normalisation moved from the (K, N, V) side to the small sides, RMSNorm gains folded into the
-next weight. Each block computes the same maths as its `scaling.model` counterpart; the tests
+next weight. Each block computes the same maths as its `scaling.train.model` counterpart; the tests
 compare the stacked model against `GPT` to float rounding.
 
 Shapes: K models, N = batch * time tokens per model, d model width, V vocabulary.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scaling.model import GPT
+from scaling.train.model import GPT
 
 
 def effective_rank(matrix: torch.Tensor) -> float:

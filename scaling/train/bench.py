@@ -1,5 +1,5 @@
 """Training-throughput benchmark: the toolkit's trainer against a plain PyTorch loop of the
-same model, and the batched trainer (K models stacked, `scaling.batched`) against K sequential
+same model, and the batched trainer (K models stacked, `scaling.train.stacked`) against K sequential
 runs of the toolkit's trainer; measured in the same process, interleaved, median of repeats
 (machines here are noisy, so only ratios measured side by side mean anything)."""
 
@@ -14,16 +14,17 @@ import numpy as np
 import torch
 
 from scaling.config import RunConfig
-from scaling.model import GPT, non_embedding_params, train_flops_per_token
-from scaling.train import model_shape, pretrain, resolve_device
+from scaling.config import model_shape
+from scaling.core.shapes import non_embedding_params, train_flops_per_token
+from scaling.train.loop import autocast_dtype, resolve_device
+from scaling.train.model import GPT
+from scaling.train.single import pretrain
 
 
 def reference_loop(cfg: RunConfig, train_tokens: np.ndarray, vocab_size: int, steps: int,
                    device: torch.device) -> float:
     """A straightforward GPT training loop (random windows, AdamW, clip, step); tokens/s. In the
     trainer's precision (bf16 autocast on CUDA), so the two differ only in how they train."""
-    from scaling.train import autocast_dtype
-
     dtype = autocast_dtype(device)
     torch.manual_seed(cfg.seed)
     model = GPT(model_shape(cfg), vocab_size, cfg.context).to(device)
@@ -48,7 +49,7 @@ def reference_loop(cfg: RunConfig, train_tokens: np.ndarray, vocab_size: int, st
 
 def trainer_throughput(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int,
                        steps: int, device: torch.device) -> float:
-    """tokens/s of `scaling.train.pretrain` itself (evaluations excluded, as it reports)."""
+    """tokens/s of `scaling.train.single.pretrain` itself (evaluations excluded, as it reports)."""
     run = cfg.replace(tokens=steps * cfg.batch_tokens, tpp=None, eval_every=10**9,
                       eval_tokens=cfg.batch_tokens)
     return pretrain(run, train_tokens, val_tokens, vocab_size, device=device).metrics["tokens_per_s"]
@@ -56,9 +57,9 @@ def trainer_throughput(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.
 
 def batched_throughput(cfg: RunConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int,
                        k: int, steps: int, device: torch.device, compile: bool = False) -> float:
-    """Total tokens/s (all K models) of `scaling.batched.pretrain_batched` training K models that
+    """Total tokens/s (all K models) of `scaling.train.stacked.pretrain_batched` training K models that
     differ in decay, evaluations excluded as it reports."""
-    from scaling.batched import pretrain_batched
+    from scaling.train.stacked import pretrain_batched
 
     run = cfg.replace(tokens=steps * cfg.batch_tokens, tpp=None, eval_every=10**9, eval_tokens=cfg.batch_tokens)
     configs = [run.replace(decay=run.decay * (i + 1)) for i in range(k)]
@@ -138,7 +139,7 @@ def run_bench(cfg: RunConfig, steps: int = 20, repeats: int = 3, ks: tuple[int, 
     """Interleaved repeats of: reference loop and toolkit trainer (in alternating order), then
     the batched trainer at each K in `ks`; ratios are medians of per-repeat ratios.
     `compile` applies `torch.compile` to the batched trainer's forward (the other paths stay eager)."""
-    from scaling.batched import tune_cpu_allocator
+    from scaling.train.stacked import tune_cpu_allocator
     from scaling.data.tokens import load_pretrain_data
 
     device = resolve_device(cfg.device)
