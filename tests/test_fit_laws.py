@@ -50,6 +50,7 @@ def test_power_lines_timescale_law_is_recovered():
     assert tau_law.coefficient("c").value == pytest.approx(c_tau, abs=0.5)
 
 
+@pytest.mark.slow
 def test_prediction_intervals_cover_a_new_cell_about_90_percent_of_the_time():
     """Over many simulated studies, the 90% PI at a held-out (N, D) (3.3x beyond the largest
     fitted N) covers the true ln decay* of that new cell, law plus its own deviation."""

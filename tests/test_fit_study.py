@@ -71,6 +71,7 @@ def test_objectives_can_be_chosen(trials):
     assert fit.surface is None  # no val_loss objective, no surface
 
 
+@pytest.mark.slow
 def test_fit_study_is_fast_enough_on_a_study_sized_table(trials):
     import time
 
@@ -112,6 +113,7 @@ def test_all_optima_unbracketed_is_a_fit_error():
 # ------------------------------------------------------------------------------ the CLI
 
 
+@pytest.mark.slow
 def test_cli_fit_prints_tables_and_writes_fits_json(tmp_path, trials, capsys):
     path = tmp_path / "trials.csv"
     trials.to_csv(path, index=False)
@@ -122,6 +124,7 @@ def test_cli_fit_prints_tables_and_writes_fits_json(tmp_path, trials, capsys):
     assert saved["source"] == str(path) and saved["settings"]["n_bootstrap"] == 30
 
 
+@pytest.mark.slow
 def test_cli_fit_json_for_a_surface_only_table_puts_parameters_at_the_top(tmp_path, capsys):
     rng = np.random.default_rng(0)
     n = np.geomspace(1e7, 1e9, 30)

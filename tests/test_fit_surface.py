@@ -60,6 +60,7 @@ def test_golden_bootstrap_intervals_overlap_epoch_ai(golden_fit):
         assert low <= ref_high and ref_low <= high, name
 
 
+@pytest.mark.slow
 def test_golden_fit_through_a_foreign_table_and_column_mapping():
     chinchilla_points()  # skip if absent
     raw = pd.read_csv(GOLDEN)
@@ -72,6 +73,7 @@ def test_golden_fit_through_a_foreign_table_and_column_mapping():
     assert set(EPOCH) <= set(out) and abs(out["E"] - EPOCH["E"][0]) < 0.01 * EPOCH["E"][0]
 
 
+@pytest.mark.slow
 def test_simulated_surface_is_recovered():
     rng = np.random.default_rng(3)
     truth = {"E": 1.7, "A": 300.0, "B": 900.0, "alpha": 0.3, "beta": 0.35}
@@ -99,6 +101,7 @@ def test_analytic_gradient_matches_finite_differences():
         assert check_grad(f, g, np.array(theta), epsilon=1e-7) < 1e-6 * max(1.0, np.linalg.norm(g(np.array(theta))))
 
 
+@pytest.mark.slow
 def test_batched_lbfgs_does_as_well_as_a_scipy_loop_from_the_same_starts():
     """From the same starts near the optimum, the vectorised optimiser does as well as a loop of
     scipy L-BFGS-B with the same tolerances. Start by start the two stop at slightly different
@@ -158,6 +161,7 @@ def _toy_points(rng):
     return np.log(n), np.log(d), np.log(loss)
 
 
+@pytest.mark.slow
 def test_bootstrap_refits_are_converged_not_stuck_near_the_point_fit(monkeypatch):
     """Refits start at the point fit; if they stopped early the intervals would shrink. Letting
     them run with no relative-decrease rule at all must not move them."""

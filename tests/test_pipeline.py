@@ -16,6 +16,7 @@ METRICS = ["val_loss", "train_loss", "gap", "tau", "ft_score", "ft_gain", "probe
            "wall_s", "tokens_per_s"]
 
 
+@pytest.mark.slow
 def test_train_prints_every_metric_as_json(capsys):
     code = main(["train", "--size", "13k", "--tpp", "5", "--decay", "0.1",
                  "--tasks", "arithmetic,code,source", "--json"])
@@ -79,6 +80,7 @@ def test_empty_corpus_folder_is_an_error(tmp_path, capsys):
     assert "holds no .txt, .jsonl or .parquet" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fine_tuning_really_teaches_arithmetic():
     """A briefly pretrained model cannot add; the fixed recipe makes the right sums far more
     likely. (Exact match of a 56k model this short is a handful of the 200 sums and moves with

@@ -104,6 +104,7 @@ def trials_csv(trials, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cli_json_has_the_documented_keys(trials_csv, capsys):
     assert main(["recommend", "--trials", str(trials_csv), "--params", "1M", "--tokens", "20M", "--json",
                  "--bootstrap", "40"]) == 0  # fmt: skip
@@ -115,6 +116,7 @@ def test_cli_json_has_the_documented_keys(trials_csv, capsys):
     assert out["budget"]["allocation"] == "given"
 
 
+@pytest.mark.slow
 def test_cli_tpp_and_compute_forms(trials_csv, capsys):
     assert main(["recommend", "--trials", str(trials_csv), "--params", "1e5", "--tpp", "20", "--bootstrap", "20"]) == 0
     text = capsys.readouterr().out

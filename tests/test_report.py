@@ -237,6 +237,7 @@ def browser():
     driver.quit()
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("folder", ["study_folder", "degraded_folder", "edge_folder"])
 def test_report_draws_every_figure_in_headless_chromium_offline(browser, folder, request):
     from selenium.webdriver.support.ui import WebDriverWait

@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from scaling.cli import main
 
@@ -26,6 +27,7 @@ probes = false
 """
 
 
+@pytest.mark.slow
 def test_run_trains_exports_fits_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.toml").write_text(SPEC)

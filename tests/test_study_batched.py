@@ -73,6 +73,7 @@ def exported_val_loss(spec_path: Path, out: Path) -> dict[float, float]:
     return {float(r["decay"]): float(r["val_loss"]) for r in rows}
 
 
+@pytest.mark.slow
 def test_a_batched_worker_runs_each_trial_once_with_the_results_of_one_at_a_time(tmp_path):
     batched = load_spec(write_spec(tmp_path, "batched", "batch_models = 4"))
     assert batched.batch_models == 4
@@ -181,6 +182,7 @@ def stalls_once_with_decay_0_1(configs):
     return fake_batch()(configs)
 
 
+@pytest.mark.slow
 def test_a_sigkilled_batched_workers_trials_go_stale_and_are_rerun_once(tmp_path):
     path = write_spec(tmp_path, "crash")
     path.write_text(path.read_text().replace("grace_period = 5", "grace_period = 2"))

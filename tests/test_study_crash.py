@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from scaling.study import export_study, load_spec, run_study, study_status
@@ -100,6 +101,7 @@ def trials_by_plan(spec):
     return plans
 
 
+@pytest.mark.slow
 def test_a_sigkilled_workers_trial_is_rerun_with_the_same_params_and_nothing_is_lost(tmp_path):
     spec, marks = crash_spec(tmp_path), tmp_path / "marks"
     marks.mkdir()
@@ -121,6 +123,7 @@ def test_a_sigkilled_workers_trial_is_rerun_with_the_same_params_and_nothing_is_
     assert (cell.complete, cell.failed, cell.retried, cell.running, cell.waiting) == (3, 0, 1, 0, 0)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_run_resumes_where_it_stopped(tmp_path):
     spec, marks = crash_spec(tmp_path), tmp_path / "marks"
     marks.mkdir()
@@ -162,6 +165,7 @@ eval_tokens = 4096
 """
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_a_failed_trial_with_its_reason_and_the_study_completes(tmp_path):
     path = tmp_path / "diverge.toml"
     path.write_text(DIVERGE_SPEC.replace("{storage}", f"sqlite:///{tmp_path}/optuna.db"))

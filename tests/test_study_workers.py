@@ -56,6 +56,7 @@ def assert_each_planned_trial_completed_once(spec, url):
     storage.engine.dispose()
 
 
+@pytest.mark.slow
 def test_three_sqlite_workers_run_each_planned_trial_once_and_export_it(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/optuna.db"
     spec = tiny_spec(tmp_path, url)
@@ -98,6 +99,7 @@ def postgres_url():
         admin.close()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_three_workers_on_postgresql_run_each_planned_trial_once(tmp_path, postgres_url):
     spec = tiny_spec(tmp_path, "sqlite:///unused.db")
@@ -121,6 +123,7 @@ def _claim_until_empty(url: str, barrier, results) -> None:
     results.put(claimed)
 
 
+@pytest.mark.slow
 def test_concurrent_sqlite_claims_never_hand_one_trial_to_two_workers(tmp_path):
     """Plain pysqlite starts its transaction at the first write, so Optuna's check-then-set
     of WAITING -> RUNNING can interleave across processes (that hands one trial to two
