@@ -7,26 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_run_main_job import SPEC as TINY_SPEC
+
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-TINY_SPEC = """
-name = "tiny-api"
-sizes = ["13k"]
-budgets = { tokens = [16384] }
-seeds = [0]
-tasks = ["arithmetic"]
-lr = 1e-2
-batch_size = 8
-context = 64
-
-[decay]
-grid = [0, 0.1, 1]
-
-[run]
-device = "cpu"
-eval_tokens = 2048
-probes = false
-"""
 
 
 def readme_python_blocks() -> list[str]:
@@ -54,7 +37,7 @@ def test_the_readme_training_example_runs_as_written_on_a_tiny_spec(tmp_path, mo
     assert namespace["metrics"]["val_loss"] > 0 and "ft_arithmetic_after" in namespace["metrics"]
     outcome = namespace["outcome"]
     assert outcome.n_trials == 3 and outcome.report.is_file()
-    assert outcome.trials_csv.resolve() == tmp_path / "results" / "tiny-api" / "trials.csv"
+    assert outcome.trials_csv.resolve() == tmp_path / "results" / "tiny-run" / "trials.csv"
 
 
 def test_help_lists_the_public_api():

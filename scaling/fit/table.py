@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scaling.core.numbers import human  # noqa: F401 (the one number shortener; re-exported here)
 from scaling.errors import DataError
 
 # Objective columns with a natural direction (design.md section 2). `ft_<task>_after` columns
@@ -133,13 +134,3 @@ def _check(df: pd.DataFrame, col: str, source: str, ok, expected: str) -> None:
 def cell_label(n_params: float, tpp: float) -> str:
     """A readable cell name when the table has no `cell` column, e.g. '1.2M@20tpp'."""
     return f"{human(n_params)}@{tpp:.3g}tpp"
-
-
-def human(x: float) -> str:
-    """12000 -> '12k', 3.4e9 -> '3.4B' (for labels and tables, not for parsing)."""
-    if not np.isfinite(x):
-        return str(x)
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{suffix}"
-    return f"{x:.3g}"
