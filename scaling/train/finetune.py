@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from scaling.errors import DataError
 from scaling.core.schedule import lr_multiplier
+from scaling.errors import DataError
 from scaling.train.loop import autocast_dtype, check_finite
 from scaling.train.model import GPT
 from scaling.train.single import evaluate_loss

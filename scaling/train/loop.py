@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -151,7 +152,7 @@ def pretrain_metrics(cfg: RunConfig, shape: ModelShape, vocab_size: int, steps: 
     return metrics
 
 
-class Run:
+class Run(ABC):
     """K models of one shape in training: their data, liveness, losses since the last curve point,
     curves, and final results. Subclasses hold the model(s) and implement `forward_backward`,
     `update`, `evaluate`, `kill` and `extract`."""
@@ -179,25 +180,25 @@ class Run:
 
     # -- what a model implementation provides
 
+    @abstractmethod
     def forward_backward(self, step: int) -> torch.Tensor:
         """Gradients of every model on its batch of `step`; returns the K losses (on the device)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def update(self, lr: float) -> None:
         """One optimizer step of every live model at learning rate `lr`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(self, windows: np.ndarray) -> list[float]:
         """Per-model mean next-token loss over windows (n, T+1) shared, or (K, n, T+1) per model."""
-        raise NotImplementedError
 
+    @abstractmethod
     def kill(self, k: int) -> None:
         """Stop model k after it diverged."""
-        raise NotImplementedError
 
+    @abstractmethod
     def extract(self, k: int) -> Any:
         """Model k as a plain `GPT`."""
-        raise NotImplementedError
 
     # -- shared
 
