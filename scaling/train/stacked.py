@@ -21,8 +21,6 @@ from scaling.train.loop import LossReadback, PretrainResult, Run, full_run, prog
 from scaling.train.stacked_model import StackedAdamW, StackedGPT
 from scaling.train.threads import group_bounds, map_threads
 
-BatchedResult = PretrainResult  # the old name of a stacked run's result
-
 _ALLOCATOR_TUNED = False
 
 
