@@ -6,8 +6,8 @@
     print(study_status(spec).to_text())
     export_study(spec)                  # results/<name>/trials.csv, curves.csv, failed.csv
 
-A trial is `scaling.pipeline.run_pipeline(RunConfig) -> metrics`; `run_study(trial_fn=...)`
-swaps in any function with that signature.
+A trial trains one `RunConfig` into a metrics dict with the real pipeline;
+`run_study(trial_fn=...)` swaps in any function `RunConfig -> metrics`.
 """
 
 from scaling.study.export import ExportResult, export_study
