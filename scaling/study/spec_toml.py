@@ -325,25 +325,22 @@ class _Validator:
     def number(self, table: dict[str, Any], key: str, prefix: str = "", low: float | None = None,
                strict: bool = False) -> float:
         full = _join(prefix, key)
-        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
-        what = f"a finite number{bound}"
+        what = f"a finite number{_bound(low, strict)}"
         if key not in table:
             self.fail(full, what, None)
-        value = table[key]
-        if not is_finite_number(value) or (low is not None and (value < low or (strict and value == low))):
-            self.fail(full, what, value)
-        return float(value)
+        if not _in_range(table[key], low, strict):
+            self.fail(full, what, table[key])
+        return float(table[key])
 
     def num_list(self, table: dict[str, Any], key: str, prefix: str = "", low: float | None = None,
                  strict: bool = False) -> list[float]:
         full = _join(prefix, key)
-        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
-        what = f"a non-empty list of finite numbers{bound}"
+        what = f"a non-empty list of finite numbers{_bound(low, strict)}"
         value = table.get(key)
         if not isinstance(value, list) or not value:
             self.fail(full, what, value)
         for x in value:
-            if not is_finite_number(x) or (low is not None and (x < low or (strict and x == low))):
+            if not _in_range(x, low, strict):
                 self.fail(full, what, x)
         return [float(x) for x in value]
 
@@ -374,6 +371,14 @@ class _Validator:
         if len(set(value)) != len(value):
             self.fail(key, what, value)
         return list(value)
+
+
+def _bound(low: float | None, strict: bool) -> str:
+    return "" if low is None else f" {'>' if strict else '>='} {low:g}"
+
+
+def _in_range(x: Any, low: float | None, strict: bool) -> bool:
+    return is_finite_number(x) and (low is None or x > low or (not strict and x == low))
 
 
 def _join(prefix: str, key: str) -> str:

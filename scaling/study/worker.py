@@ -194,7 +194,7 @@ class Worker:
 
     def _fail_all(self, prepared: list[Prepared], pending: list[Held], exc: Exception, wall: float) -> None:
         """Training the unit raised: every trial of it fails with a counted retry."""
-        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        reason = _reason(exc)
         names = ", ".join(f"{p.held.study.study_name.rsplit('/', 1)[-1]}#{p.trial.number}" for p in prepared)
         print(f"worker {self.index}: trial{'s' * (len(prepared) > 1)} {names} failed: {reason}", file=sys.stderr)
         for p in prepared:
@@ -204,7 +204,7 @@ class Worker:
 
     def _fail_outside(self, h: Held, exc: Exception) -> None:
         """The bookkeeping around a trial failed: FAIL it (counted retry) if the storage lets us."""
-        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        reason = _reason(exc)
         print(f"worker {self.index}: trial id {h.trial_id} failed outside training: {reason}", file=sys.stderr)
         try:
             self._fail(h, "error", reason, retry="counted")
@@ -256,6 +256,11 @@ def _sigint_ignored():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one line: "TypeName: message"."""
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
 
 
 def _make_bar(index: int, progress: bool):
