@@ -67,6 +67,7 @@ def exported_val_loss(spec_path: Path, out: Path) -> dict[float, float]:
     return {float(r["decay"]): float(r["val_loss"]) for r in rows}
 
 
+@pytest.mark.slow
 def test_a_batched_worker_runs_each_trial_once_with_the_results_of_one_at_a_time(tmp_path):
     batched = load_spec(write_spec(tmp_path, "batched", "batch_models = 4"))
     assert batched.batch_models == 4

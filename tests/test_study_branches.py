@@ -54,6 +54,7 @@ def trials_by_cell(spec) -> dict[str, list[optuna.trial.FrozenTrial]]:
         storage.engine.dispose()
 
 
+@pytest.mark.slow
 def test_branches_fill_every_budget_cell_once_with_the_results_of_full_runs(tmp_path):
     branched = load_spec(write_spec(tmp_path, "branched", "cooldown_branches = true\nbatch_models = 2"))
     assert branched.cooldown_branches
@@ -83,6 +84,7 @@ def test_branches_fill_every_budget_cell_once_with_the_results_of_full_runs(tmp_
             assert mine[decay][1] == pytest.approx(ft_score, rel=1e-2, abs=1e-3), (name, decay)
 
 
+@pytest.mark.slow
 def test_a_branch_worker_takes_only_budgets_still_waiting(tmp_path):
     """A budget whose trial is already done (say by a plain run) is not trained again."""
     spec = load_spec(write_spec(tmp_path, "partial", "cooldown_branches = true"))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from scaling.study import export_study, load_spec, run_study, study_status
@@ -162,6 +163,7 @@ eval_tokens = 4096
 """
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_a_failed_trial_with_its_reason_and_the_study_completes(tmp_path):
     path = tmp_path / "diverge.toml"
     path.write_text(DIVERGE_SPEC.replace("{storage}", f"sqlite:///{tmp_path}/optuna.db"))

@@ -56,6 +56,7 @@ def assert_each_planned_trial_completed_once(spec, url):
     storage.engine.dispose()
 
 
+@pytest.mark.slow
 def test_three_sqlite_workers_run_each_planned_trial_once_and_export_it(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/optuna.db"
     spec = tiny_spec(tmp_path, url)
@@ -99,6 +100,7 @@ def postgres_url():
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_three_workers_on_postgresql_run_each_planned_trial_once(tmp_path, postgres_url):
     spec = tiny_spec(tmp_path, "sqlite:///unused.db")
     report = run_study(spec, storage=postgres_url, workers=3, progress=False)
