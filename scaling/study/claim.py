@@ -12,6 +12,7 @@ So claiming goes through the storage's public methods instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,20 +46,23 @@ def claim(storage: optuna.storages.BaseStorage, study: optuna.Study, key: str | 
     # Listing through the study also puts the trials into its storage cache, which
     # `Trial.suggest_*` needs for the claimed trial.
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    study_id = None
     for t in waiting:
         plan = t.user_attrs.get("plan")
         if (key is not None and plan != key) or plan in exclude:
             continue
-        if study_id is None:
-            study_id = storage.get_study_id_from_name(study.study_name)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(_study_id(storage, study.study_name), t.number)
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                 return Claim(trial_id, plan)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _study_id(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+    """A study's id in the storage (fixed for the study's life; looked up once)."""
+    return storage.get_study_id_from_name(study_name)
 
 
 def claim_some(storage: optuna.storages.BaseStorage, study: optuna.Study, k: int) -> list[Held]:
