@@ -12,8 +12,8 @@ So claiming goes through the storage's public methods instead.
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
+import weakref
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -59,10 +59,15 @@ def claim(storage: optuna.storages.BaseStorage, study: optuna.Study, key: str | 
     return None
 
 
-@functools.lru_cache(maxsize=1024)
+_STUDY_IDS: weakref.WeakKeyDictionary[optuna.storages.BaseStorage, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
 def _study_id(storage: optuna.storages.BaseStorage, study_name: str) -> int:
-    """A study's id in the storage (fixed for the study's life; looked up once)."""
-    return storage.get_study_id_from_name(study_name)
+    """A study's id in the storage (fixed for the study's life; looked up once per storage)."""
+    ids = _STUDY_IDS.setdefault(storage, {})
+    if study_name not in ids:
+        ids[study_name] = storage.get_study_id_from_name(study_name)
+    return ids[study_name]
 
 
 def claim_some(storage: optuna.storages.BaseStorage, study: optuna.Study, k: int) -> list[Held]:
