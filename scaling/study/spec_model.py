@@ -115,6 +115,9 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class StudySpec:
+    """A whole study: its cells (sizes x budgets), the decay search in each, the seeds, and
+    the RunConfig settings fixed per spec (`run`) or per size (`per_size`)."""
+
     name: str
     path: str
     sizes: tuple[SizeSpec, ...]
@@ -123,7 +126,7 @@ class StudySpec:
     seeds: tuple[int, ...] = (0,)
     tasks: tuple[str, ...] | None = None  # None: RunConfig's default tasks
     per_size: dict[str, dict[str, Any]] = field(default_factory=dict)  # size -> {lr: .., ...}
-    run: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)  # any other RunConfig field
     storage: str | None = None
     worker: WorkerSettings = WorkerSettings()
     description: str = ""
@@ -131,8 +134,7 @@ class StudySpec:
     # 1 trains one trial at a time.
     batch_models: int = 1
     # Budgets of one size from one run: a shared WSD stable phase and a cooldown branch per
-    # budget (`scaling.cooldown`, Hagele et al. 2024). Off unless asked for; needs warmup_frac = 0
-    # (with a warmup every budget but the smallest would get the smallest one's, a measured bias).
+    # budget (`scaling.cooldown`, Hagele et al. 2024); needs warmup_frac = 0 (docs/studies.md).
     cooldown_branches: bool = False
 
     @property
