@@ -336,9 +336,7 @@ class _Validator:
                  strict: bool = False) -> list[float]:
         full = _join(prefix, key)
         what = f"a non-empty list of finite numbers{_bound(low, strict)}"
-        value = table.get(key)
-        if not isinstance(value, list) or not value:
-            self.fail(full, what, value)
+        value = self._list(table, key, full, what)
         for x in value:
             if not _in_range(x, low, strict):
                 self.fail(full, what, x)
@@ -350,26 +348,29 @@ class _Validator:
         what = "a non-empty list of distinct integers" + ("" if low is None else f" >= {low}")
         if key not in table and default is not ...:
             return list(default)
-        value = table.get(key)
-        if not isinstance(value, list) or not value:
-            self.fail(full, what, value)
+        value = self._list(table, key, full, what)
         for x in value:
             if isinstance(x, bool) or not isinstance(x, int) or (low is not None and x < low):
                 self.fail(full, what, x)
         if len(set(value)) != len(value):
             self.fail(full, what, value)
-        return list(value)
+        return value
 
     def str_list(self, table: dict[str, Any], key: str) -> list[str]:
         what = "a non-empty list of distinct non-empty strings"
-        value = table.get(key)
-        if not isinstance(value, list) or not value:
-            self.fail(key, what, value)
+        value = self._list(table, key, key, what)
         for x in value:
             if not isinstance(x, str) or not x.strip():
                 self.fail(key, what, x)
         if len(set(value)) != len(value):
             self.fail(key, what, value)
+        return value
+
+    def _list(self, table: dict[str, Any], key: str, full: str, what: str) -> list[Any]:
+        """table[key] as a list, failing unless it is a non-empty one."""
+        value = table.get(key)
+        if not isinstance(value, list) or not value:
+            self.fail(full, what, value)
         return list(value)
 
 
