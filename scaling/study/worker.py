@@ -44,6 +44,8 @@ from scaling.study.values import is_finite_number, jsonable
 
 @dataclass
 class WorkerResult:
+    """What one worker did: trials it ran, completed and failed, and whether Ctrl-C stopped it."""
+
     index: int
     ran: int = 0
     completed: int = 0
@@ -61,6 +63,9 @@ class Prepared:
 
 
 class Worker:
+    """Claims units of the spec's WAITING trials from `storage_url` and trains them with `unit`
+    until no cell has a trial waiting or running."""
+
     def __init__(self, spec: StudySpec, storage_url: str, unit: Unit, index: int = 0, progress: bool = True,
                  poll_s: float | None = None):
         self.spec = spec
