@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from scaling.cli import main
 from scaling.study import load_spec, run_study
 from scaling.study.storage import open_storage
-from scaling.study.worker import claim
+from scaling.study.claim import claim
 
 TINY = """
 name = "tiny"
@@ -101,6 +101,7 @@ def postgres_url():
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_three_workers_on_postgresql_run_each_planned_trial_once(tmp_path, postgres_url):
     spec = tiny_spec(tmp_path, "sqlite:///unused.db")
     report = run_study(spec, storage=postgres_url, workers=3, progress=False)
@@ -113,12 +114,12 @@ def _claim_until_empty(url: str, barrier, results) -> None:
     study = optuna.load_study(study_name="race", storage=storage)
     barrier.wait()  # start claiming together, or the first process would take everything
     claimed = []
-    if (first := claim(study)) is not None:
+    if (first := claim(storage, study)) is not None:
         claimed.append(first)
     # SQLite's busy handler lets one process that keeps re-taking the write lock starve the
     # others; meeting again after one claim each keeps all three in the race to the end.
     barrier.wait()
-    while (trial_id := claim(study)) is not None:
+    while (trial_id := claim(storage, study)) is not None:
         claimed.append(trial_id)
     results.put(claimed)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import optuna
+from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from scaling.study.spec import Cell, StudySpec
@@ -104,13 +105,16 @@ def ensure_planned(spec: StudySpec, storage: optuna.storages.BaseStorage, n_tria
 def requeue(study: optuna.Study, trial: FrozenTrial, count_retry: bool, max_retry: int) -> bool:
     """Queue a WAITING copy of a failed trial with the same params (and plan attrs). Counted
     retries stop after `max_retry`; an interruption is not the trial's fault and is not counted.
-    Mirrors optuna's RetryHeartbeatStaleTrialCallback bookkeeping (failed_trial, retry_history)."""
-    history = list(trial.system_attrs.get("retry_history", []))
+    Keeps the retry bookkeeping of Optuna's retry callbacks, so their public readers
+    (`RetryFailedTrialCallback.retry_history`, `.retried_trial_number`) work on our retries too;
+    unlike them it copies only the plan attrs, not the failed attempt's results."""
+    history = list(RetryFailedTrialCallback.retry_history(trial))
     if count_retry:
         if len(history) >= max_retry:
             return False
         history.append(trial.number)
-    system_attrs = {**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+    first = RetryFailedTrialCallback.retried_trial_number(trial)
+    system_attrs = {**trial.system_attrs, "failed_trial": trial.number if first is None else first,
                     "retry_history": history}
     retry_storage(lambda: study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,

@@ -18,7 +18,9 @@ from scaling.study.plan import ensure_planned
 from scaling.study.spec import StudySpec
 from scaling.study.status import StudyStatus, study_status
 from scaling.study.storage import open_storage, safe_url
-from scaling.study.worker import BatchFn, TrialFn, WorkerResult, check_batch_fn, run_worker
+from scaling.study.training import cuda_available
+from scaling.study.units import TrialFn, Unit, check_fns
+from scaling.study.worker import WorkerResult, run_worker
 
 
 @dataclass(frozen=True)
@@ -42,19 +44,15 @@ def cpu_threads() -> int:
 
 
 def default_workers() -> int:
-    """Tiny models cannot use several threads well (OpenMP overhead dominates their small
-    matmuls), so on a CPU-only machine one single-threaded worker per CPU thread is fastest
-    (measured on 2 cores: 13k cell, 1 worker x 2 threads 529 s vs 2 workers x 1 thread 104 s,
-    on a busy machine). With a GPU, one worker owns it."""
-    import torch
-
-    return 1 if torch.cuda.is_available() else cpu_threads()
+    """One single-threaded worker per CPU thread on a CPU-only machine (tiny models use several
+    threads badly; docs/studies.md has the measurement); with a GPU, one worker owns it."""
+    return 1 if cuda_available() else cpu_threads()
 
 
 def run_study(spec: StudySpec, storage: str | None = None, workers: int | None = None, n_trials: int | None = None,
               trial_fn: TrialFn | None = None, progress: bool = True, threads: int | None = None,
               retry_failed: bool = False, batch_models: int | None = None,
-              batch_fn: BatchFn | None = None) -> RunReport:
+              batch_fn: Unit | None = None) -> RunReport:
     """Run (or resume, or join) the study described by `spec`.
 
     storage: any SQLAlchemy URL; default the spec's (a SQLite file under results/<name>/).
@@ -77,7 +75,7 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
         if isinstance(batch_models, bool) or not isinstance(batch_models, int) or batch_models < 1:
             raise ConfigError(f"batch_models: expected a positive integer, got {batch_models!r}")
         spec = replace(spec, batch_models=batch_models)
-    check_batch_fn(spec, trial_fn, batch_fn)
+    check_fns(spec, trial_fn, batch_fn)
     if n_trials is not None:
         if spec.decay.is_grid:
             raise ConfigError(f"{spec.path}: n_trials: a grid runs each planned trial once; "
@@ -103,14 +101,14 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
 
 
 def _worker_main(spec: StudySpec, url: str, index: int, trial_fn: TrialFn | None, progress: bool,
-                 threads: int, batch_fn: BatchFn | None = None) -> None:
+                 threads: int, batch_fn: Unit | None = None) -> None:
     result = run_worker(spec, url, index=index, trial_fn=trial_fn, progress=progress, threads=threads,
                         batch_fn=batch_fn)
     sys.exit(130 if result.interrupted else 0)
 
 
 def _run_processes(spec: StudySpec, url: str, workers: int, trial_fn: TrialFn | None, progress: bool,
-                   threads: int, batch_fn: BatchFn | None = None) -> tuple[tuple[int, ...], bool]:
+                   threads: int, batch_fn: Unit | None = None) -> tuple[tuple[int, ...], bool]:
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(spec, url, i, trial_fn, progress, threads, batch_fn),
                          name=f"scaling-study-worker-{i}") for i in range(workers)]

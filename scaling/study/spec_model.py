@@ -1,0 +1,192 @@
+"""The study spec's data model: frozen values a TOML spec is parsed into (`spec_toml`).
+
+A spec is a grid of *cells* (one model size x one token budget) and, inside every cell, a
+search over the AdamW weight decay (a grid, or a range searched by a sampler), repeated over
+seeds. Every other `RunConfig` field is fixed per spec or per size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scaling.errors import ConfigError
+from scaling.study.training import RunConfig
+
+SAMPLERS = ("tpe", "gp", "nsga2", "random")
+PER_SIZE_KEYS = ("lr", "schedule", "batch_size", "context")
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """A model size: a ladder name, or a name with an explicit shape (RunConfig's shape fields)."""
+
+    name: str
+    shape: tuple[tuple[str, int], ...] = ()  # (field, value) pairs, e.g. (("d_model", 64), ("n_layers", 1))
+
+    @property
+    def is_ladder(self) -> bool:
+        return not self.shape
+
+    def run_fields(self) -> dict[str, Any]:
+        if self.is_ladder:
+            return {"size": self.name}
+        return {"size": None, **dict(self.shape)}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A pretraining token budget: tokens per non-embedding parameter, or absolute tokens."""
+
+    kind: str  # "tpp" | "tokens"
+    value: float
+
+    @property
+    def label(self) -> str:
+        if self.kind == "tpp":
+            return f"{self.value:g}tpp"
+        return f"{short_count(int(self.value))}tok"
+
+    def run_fields(self) -> dict[str, Any]:
+        if self.kind == "tpp":
+            return {"tpp": float(self.value), "tokens": None}
+        return {"tokens": int(self.value), "tpp": None}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (size, budget) pair: one Optuna study."""
+
+    size: SizeSpec
+    budget: Budget
+
+    @property
+    def name(self) -> str:
+        return f"{self.size.name}@{self.budget.label}"
+
+
+@dataclass(frozen=True)
+class DecaySearch:
+    """Either an explicit grid (every value run once per seed) or a sampler over [low, high]."""
+
+    grid: tuple[float, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = True
+    sampler: str = "tpe"
+    n_trials: int | None = None
+
+    @property
+    def is_grid(self) -> bool:
+        return self.grid is not None
+
+    def bounds(self) -> tuple[float, float]:
+        if self.grid is not None:
+            return min(self.grid), max(self.grid)
+        assert self.low is not None and self.high is not None
+        return self.low, self.high
+
+    def describe(self) -> str:
+        if self.grid is not None:
+            return "grid " + ", ".join(f"{d:g}" for d in self.grid)
+        scale = "log" if self.log else "linear"
+        return f"{self.sampler} over [{self.low:g}, {self.high:g}] ({scale}), {self.n_trials} trials"
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial the plan asks for. `key` is unique within a cell and survives retries; `decay`
+    is None when the sampler proposes it."""
+
+    key: str
+    seed: int
+    decay: float | None
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Crash-safety knobs: a running trial writes a heartbeat every `heartbeat_interval` s; one
+    silent for `grace_period` s is failed as stale and re-queued (at most `max_retry` times)."""
+
+    heartbeat_interval: int = 10
+    grace_period: int = 60
+    max_retry: int = 3
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A whole study: its cells (sizes x budgets), the decay search in each, the seeds, and
+    the RunConfig settings fixed per spec (`run`) or per size (`per_size`)."""
+
+    name: str
+    path: str
+    sizes: tuple[SizeSpec, ...]
+    budgets: tuple[Budget, ...]
+    decay: DecaySearch
+    seeds: tuple[int, ...] = (0,)
+    tasks: tuple[str, ...] | None = None  # None: RunConfig's default tasks
+    per_size: dict[str, dict[str, Any]] = field(default_factory=dict)  # size -> {lr: .., ...}
+    run: dict[str, Any] = field(default_factory=dict)  # any other RunConfig field
+    storage: str | None = None
+    worker: WorkerSettings = WorkerSettings()
+    description: str = ""
+    # Trials of one cell a worker trains together as one stacked model (`scaling.batched`);
+    # 1 trains one trial at a time.
+    batch_models: int = 1
+    # Budgets of one size from one run: a shared WSD stable phase and a cooldown branch per
+    # budget (`scaling.cooldown`, Hagele et al. 2024); needs warmup_frac = 0 (docs/studies.md).
+    cooldown_branches: bool = False
+
+    @property
+    def storage_url(self) -> str:
+        """The spec's storage, or a SQLite file under results/<name>/ (relative to the cwd)."""
+        return self.storage or f"sqlite:///results/{self.name}/optuna.db"
+
+    def cells(self) -> tuple[Cell, ...]:
+        return tuple(Cell(s, b) for s in self.sizes for b in self.budgets)
+
+    def cell(self, name: str) -> Cell:
+        for c in self.cells():
+            if c.name == name:
+                return c
+        raise ConfigError(f"{self.path}: cell {name!r} is not in this spec")
+
+    def study_name(self, cell: Cell) -> str:
+        return f"{self.name}/{cell.name}"
+
+    def n_trials(self, override: int | None = None) -> int:
+        """Planned trials per cell."""
+        if self.decay.grid is not None:
+            return len(self.decay.grid) * len(self.seeds)
+        return override if override is not None else int(self.decay.n_trials or 0)
+
+    def plan(self, n_trials: int | None = None) -> tuple[PlannedTrial, ...]:
+        """The trials every cell should run. A grid plans each (decay, seed) once; a sampler
+        search plans `n_trials` slots whose seeds cycle through `seeds` (so seed noise reaches
+        the sampler as noise instead of being averaged away)."""
+        if self.decay.grid is not None:
+            return tuple(PlannedTrial(f"decay={d!r}/seed={s}", s, d)
+                         for s in self.seeds for d in self.decay.grid)
+        n = self.n_trials(n_trials)
+        return tuple(PlannedTrial(f"slot={i}/seed={self.seeds[i % len(self.seeds)]}",
+                                  self.seeds[i % len(self.seeds)], None) for i in range(n))
+
+    def run_config(self, cell: Cell, decay: float, seed: int) -> RunConfig:
+        values: dict[str, Any] = dict(self.run)
+        values.update(self.per_size.get(cell.size.name, {}))
+        values.update(cell.size.run_fields())
+        values.update(cell.budget.run_fields())
+        values.update(decay=float(decay), seed=int(seed))
+        if self.tasks is not None:
+            values["tasks"] = self.tasks
+        return RunConfig(**values)
+
+
+def short_count(n: int) -> str:
+    """20000 -> '20k', 1500000 -> '1.5M'; falls back to the plain number when inexact."""
+    for suffix, unit in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= unit:
+            text = f"{n / unit:g}"
+            if "e" not in text and round(float(text) * unit) == n:
+                return text + suffix
+    return str(n)
