@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from scaling.core.numbers import short_count
 from scaling.errors import ConfigError
 from scaling.study.training import RunConfig
 
@@ -130,11 +131,11 @@ class StudySpec:
     storage: str | None = None
     worker: WorkerSettings = WorkerSettings()
     description: str = ""
-    # Trials of one cell a worker trains together as one stacked model (`scaling.batched`);
+    # Trials of one cell a worker trains together as one stacked model (`scaling.train.stacked`);
     # 1 trains one trial at a time.
     batch_models: int = 1
     # Budgets of one size from one run: a shared WSD stable phase and a cooldown branch per
-    # budget (`scaling.cooldown`, Hagele et al. 2024); needs warmup_frac = 0 (docs/studies.md).
+    # budget (`scaling.train.cooldown`, Hagele et al. 2024); needs warmup_frac = 0 (docs/studies.md).
     cooldown_branches: bool = False
 
     @property
@@ -180,13 +181,3 @@ class StudySpec:
         if self.tasks is not None:
             values["tasks"] = self.tasks
         return RunConfig(**values)
-
-
-def short_count(n: int) -> str:
-    """20000 -> '20k', 1500000 -> '1.5M'; falls back to the plain number when inexact."""
-    for suffix, unit in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
-        if n >= unit:
-            text = f"{n / unit:g}"
-            if "e" not in text and round(float(text) * unit) == n:
-                return text + suffix
-    return str(n)

@@ -1,7 +1,7 @@
 """The study layer's one door into the training code: every import from it is in this module.
 
-Only `RunConfig` is imported at load time (loading a spec needs it); the trainers, the model
-ladder and torch are imported when a function here is called.
+The torch-free parts (RunConfig, the size ladder, token budgets) are imported at load time;
+the trainers and torch only when a function here is called.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from scaling.config import RunConfig
+from scaling.config import RunConfig, model_shape, token_budget
+from scaling.core.shapes import LADDER, ModelShape, non_embedding_params
 
 __all__ = ["RunConfig", "check_stackable", "cuda_available", "ladder_sizes", "run_branches", "run_one",
            "run_stack", "set_threads", "shape_keys", "trained_tokens"]
@@ -18,52 +19,45 @@ __all__ = ["RunConfig", "check_stackable", "cuda_available", "ladder_sizes", "ru
 
 def ladder_sizes() -> tuple[str, ...]:
     """The names of the model size ladder, smallest first."""
-    from scaling.model import LADDER
-
     return tuple(LADDER)
 
 
 def shape_keys() -> tuple[str, ...]:
     """RunConfig's explicit-shape fields (d_model, n_layers, ...): those a ModelShape has too."""
-    from scaling.model import ModelShape
-
     shape = {f.name for f in fields(ModelShape)}
     return tuple(f.name for f in fields(RunConfig) if f.name in shape)
 
 
 def trained_tokens(config: RunConfig) -> int:
     """The tokens a run of `config` pretrains on (its budget rounded to whole steps)."""
-    from scaling.model import non_embedding_params
-    from scaling.train import model_shape, token_budget
-
     return token_budget(config, non_embedding_params(model_shape(config)))[1]
 
 
 def run_one(config: RunConfig) -> dict[str, Any]:
-    """Pretrain, probe, fine-tune and score one model (`scaling.pipeline.run_pipeline`)."""
-    from scaling.pipeline import run_pipeline
+    """Pretrain, probe, fine-tune and score one model (`scaling.train.pipeline.run_pipeline`)."""
+    from scaling.train.pipeline import run_pipeline
 
     return run_pipeline(config, progress=False)
 
 
 def run_stack(configs: list[RunConfig]) -> list[dict[str, Any]]:
-    """`run_one` for K configs trained as one stacked model (`scaling.batched`)."""
-    from scaling.batched import run_pipeline_batched
+    """`run_one` for K configs trained as one stacked model (`scaling.train.stacked`)."""
+    from scaling.train.pipeline import run_pipeline_batched
 
     return run_pipeline_batched(configs, progress=False)
 
 
 def run_branches(configs: list[RunConfig], budgets: list[int]) -> list[list[dict[str, Any]]]:
     """Metrics of every config at every budget (tokens) from one WSD run with a cooldown
-    branch per budget (`scaling.cooldown`)."""
-    from scaling.cooldown import run_pipeline_with_cooldowns
+    branch per budget (`scaling.train.cooldown`)."""
+    from scaling.train.pipeline import run_pipeline_with_cooldowns
 
     return run_pipeline_with_cooldowns(configs, budgets)
 
 
 def check_stackable(configs: Sequence[RunConfig]) -> None:
     """Raise ConfigError unless the configs differ only in decay and seed."""
-    from scaling.batched import check_stackable as check
+    from scaling.train.stacked import check_stackable as check
 
     check(configs)
 

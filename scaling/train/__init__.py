@@ -12,6 +12,3 @@ fine-tuning, probes, the benchmark, and the pipeline that makes a trial's metric
     pipeline       pretrain -> probes -> fine-tune -> score (run_pipeline and its K-model forms)
     bench          throughput against a plain PyTorch loop
 """
-
-# Shim for scaling/study/branches.py, which imports these from the old scaling/train.py module.
-from scaling.config import model_shape, token_budget  # noqa: F401
