@@ -49,6 +49,7 @@ def _step(name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scaling.fit import read_table
+    from scaling.io import write_atomic
     from scaling.report import write_report
     from scaling.report.analysis import fit_for_report
     from scaling.study.export import export_study
@@ -71,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     # One fit serves fits.json, the recommendation and the report. A table that supports no
     # decay law still gets its per-cell optima written, with the reason the laws are missing.
     rfit = fit_for_report(trials, None, n_bootstrap=args.bootstrap, source=str(exported.trials_csv))
-    (folder / "fits.json").write_text(json.dumps(fits_payload(rfit, str(exported.trials_csv)), indent=2,
-                                                 allow_nan=False) + "\n")
+    write_atomic(folder / "fits.json", json.dumps(fits_payload(rfit, str(exported.trials_csv)), indent=2,
+                                                  allow_nan=False) + "\n")
     if rfit.fit is not None:
         print(rfit.fit.summary())
     for problem in rfit.problems:
@@ -80,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
     _step("recommend")
     if rfit.recommendation is not None:
-        (folder / "recommendation.json").write_text(
-            json.dumps(rfit.recommendation.to_dict(), indent=2, allow_nan=False) + "\n")
+        write_atomic(folder / "recommendation.json",
+                     json.dumps(rfit.recommendation.to_dict(), indent=2, allow_nan=False) + "\n")
         print(rfit.next_budget.describe())
         print(rfit.recommendation.summary())
     else:
