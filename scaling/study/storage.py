@@ -159,10 +159,25 @@ def sqlite_file_missing(url: str) -> bool:
     db = parsed.database
     if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:":
         return False
+    _check_name_lengths(Path(db))
     try:
         return not Path(db).exists()
-    except OSError as exc:  # e.g. a file name too long for the file system
+    except OSError as exc:
         raise ConfigError(f"storage: cannot use SQLite file {db} ({exc.strerror})") from None
+
+
+def _check_name_lengths(path: Path) -> None:
+    """ConfigError when a component of `path` is longer than the file system allows (a long spec
+    name makes a long results/<name>/ folder), before anything is created."""
+    anchor = next((p for p in path.absolute().parents if p.exists()), Path("/"))
+    try:
+        limit = os.pathconf(anchor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise ConfigError(f"storage: cannot use SQLite file {path} (File name too long: the folder or file name "
+                              f"{part[:20]}... has {len(part)} characters, at most {limit} allowed here)")
 
 
 def _prepare_sqlite(database: str | None) -> None:
@@ -171,6 +186,7 @@ def _prepare_sqlite(database: str | None) -> None:
     if not database or database == ":memory:":
         return
     path = Path(database)
+    _check_name_lengths(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -201,6 +217,8 @@ def _begin_immediate(conn: sqlalchemy.engine.Connection) -> None:
 
 
 _TRANSIENT = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)
+# The database refused the data itself (a study name over 512 characters, ...): retrying cannot help.
+_REJECTED = (sqlalchemy.exc.DataError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
 
 
 def retry_storage(fn: Callable[[], T], attempts: int = 6, first_wait_s: float = 0.5) -> T:
@@ -210,8 +228,8 @@ def retry_storage(fn: Callable[[], T], attempts: int = 6, first_wait_s: float = 
     for attempt in range(attempts):
         try:
             return fn()
-        except _TRANSIENT:
-            if attempt == attempts - 1:
+        except _TRANSIENT as exc:
+            if attempt == attempts - 1 or isinstance(exc.__cause__, _REJECTED):
                 raise
             time.sleep(wait)
             wait *= 2
