@@ -17,7 +17,10 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("run", help="study run -> export -> fit -> recommend -> report, resuming if the study exists")
     p.add_argument("spec", help="study spec TOML (path, or a name under studies/)")
-    p.add_argument("--storage", default=None, help="SQLAlchemy URL of the Optuna storage (default: the spec's)")
+    p.add_argument("--storage", default=None,
+                   help="SQLAlchemy URL of the Optuna storage (default: $SCALING_STORAGE, else the spec's)")
+    p.add_argument("--force", action="store_true",
+                   help="let the export replace an existing trials.csv that has more trials")
     p.add_argument("--workers", type=int, default=None,
                      help="worker processes on this machine (default: one per CPU thread on a CPU-only machine, 1 with a GPU)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits for fit intervals")
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     study_s = time.perf_counter() - start
 
     _step("export")
-    exported = export_study(spec, storage=args.storage)
+    exported = export_study(spec, storage=args.storage, force=args.force)
     folder = Path(exported.trials_csv).parent
     print(f"trials: {exported.n_trials} completed, {exported.n_failed} failed -> {exported.trials_csv}")
 

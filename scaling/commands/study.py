@@ -43,7 +43,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="a study spec (TOML file, or a name in studies/)")
     p.add_argument("--storage", default=None,
                    help="SQLAlchemy URL shared by every worker, e.g. postgresql://user@host:5432/db "
-                        "(default: the spec's, else sqlite:///results/<name>/optuna.db)")
+                        "(default: $SCALING_STORAGE, else the spec's, else sqlite:///results/<name>/optuna.db)")
 
 
 def _run(args: argparse.Namespace) -> int:
