@@ -72,7 +72,8 @@ def input_error(exc: BaseException) -> str | None:
         reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         hint = ""
         if "too long" in reason or "max length" in reason:
-            hint = " (Optuna stores a study name '<spec name>/<cell>' in at most 512 characters: shorten the spec's name)"
+            hint = (" (Optuna stores a study name '<spec name>/<cell>' in at most 512 characters: "
+                    "shorten the spec's name)")
         return f"storage rejected the operation: {reason}{hint}"
     return None
 

@@ -85,8 +85,8 @@ def seed_storage(spec_path: Path, url: str, n_trials: int = 1) -> None:
     study = optuna.create_study(study_name=spec.study_name(cell), storage=url, directions=["minimize", "maximize"],
                                 load_if_exists=True)  # fmt: skip
     for i in range(n_trials):
-        attrs = {"plan": f"decay={i}/seed=0", "seed": 0, "size": cell.size.name, "metric_keys": ["val_loss", "ft_score"],
-                 "val_loss": 3.0 + i, "ft_score": 0.5}  # fmt: skip
+        attrs = {"plan": f"decay={i}/seed=0", "seed": 0, "size": cell.size.name,
+                 "metric_keys": ["val_loss", "ft_score"], "val_loss": 3.0 + i, "ft_score": 0.5}
         study.add_trial(create_trial(values=[3.0 + i, 0.5], params={"decay": float(i)},
                                      distributions={"decay": FloatDistribution(0.0, 10.0)}, user_attrs=attrs))
 
@@ -290,11 +290,14 @@ def test_a_300_character_spec_name_on_sqlite_is_one_line(tmp_path, capsys, monke
     monkeypatch.delenv("SCALING_STORAGE", raising=False)
     path = tmp_path / "long.toml"
     path.write_text(SPEC.format(name="a" * 300), encoding="utf-8")
-    for action in ("status", "export", "run"):
-        rc, out, err = run_cli(capsys, "study", action, path, "--workers", "1") if action == "run" else \
-            run_cli(capsys, "study", action, path)  # fmt: skip
-        assert "File name too long" in assert_one_line_error(rc, out, err, "study")
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+    for results_exists in (False, True):  # stat() says ENOENT first when results/ is missing
+        if results_exists:
+            (tmp_path / "results").mkdir()
+        for action in ("status", "export", "run"):
+            rc, out, err = run_cli(capsys, "study", action, path, "--workers", "1") if action == "run" else \
+                run_cli(capsys, "study", action, path)  # fmt: skip
+            assert "File name too long" in assert_one_line_error(rc, out, err, "study")
+        assert list(tmp_path.glob("results/*")) == [] and (tmp_path / "results").exists() == results_exists
 
 
 def _without_root_powers() -> list[str] | None:

@@ -127,9 +127,11 @@ def open_storage(url: str, worker: WorkerSettings | None = None) -> optuna.stora
                 max_retry=worker.max_retry),
         ), attempts=3)
     except ImportError as exc:
-        raise ConfigError(scrub(f"storage: no database driver for {safe_url(raw)} ({exc.__cause__ or exc})", raw)) from None
+        message = f"storage: no database driver for {safe_url(raw)} ({exc.__cause__ or exc})"
+        raise ConfigError(scrub(message, raw)) from None
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        reason = (str(getattr(exc, "orig", None) or exc.__cause__ or exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = str(getattr(exc, "orig", None) or exc.__cause__ or exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
         raise ConfigError(scrub(f"storage: cannot open {safe_url(raw)}: {reason}", raw)) from None
     if is_sqlite:
         event.listen(storage.engine, "connect", _sqlite_pragmas)
@@ -169,11 +171,13 @@ def sqlite_file_missing(url: str) -> bool:
 def _check_name_lengths(path: Path) -> None:
     """ConfigError when a component of `path` is longer than the file system allows (a long spec
     name makes a long results/<name>/ folder), before anything is created."""
-    anchor = next((p for p in path.absolute().parents if p.exists()), Path("/"))
-    try:
-        limit = os.pathconf(anchor, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = 255
+    limit = 255
+    for folder in path.absolute().parents:
+        try:
+            limit = os.pathconf(folder, "PC_NAME_MAX")  # of the nearest existing folder's file system
+            break
+        except (OSError, ValueError):
+            continue
     for part in path.parts:
         if len(os.fsencode(part)) > limit:
             raise ConfigError(f"storage: cannot use SQLite file {path} (File name too long: the folder or file name "
