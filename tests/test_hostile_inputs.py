@@ -246,6 +246,13 @@ def test_a_bad_storage_url_is_one_line_without_its_password(spec_path, capsys, u
         assert expected in assert_one_line_error(rc, out, err, "study")
 
 
+@pytest.mark.parametrize("url", [f"postgresql:/postgres:{SECRET}@127.0.0.1/db", f"postgresql://u:{SECRET}@h:abc/db"])
+def test_a_bad_storage_url_in_the_spec_is_masked_too(spec_path, capsys, url):
+    spec_path.write_text(f'storage = "{url}"\n' + spec_path.read_text())
+    rc, out, err = run_cli(capsys, "study", "status", spec_path)
+    assert_one_line_error(rc, out, err, "study")
+
+
 def test_a_bad_storage_url_from_the_environment_is_masked_too(spec_path, capsys, monkeypatch):
     monkeypatch.setenv("SCALING_STORAGE", f"postgresql:/postgres:{SECRET}@127.0.0.1/db")
     rc, out, err = run_cli(capsys, "study", "status", spec_path)
