@@ -505,3 +505,11 @@ def test_nan_and_negative_objectives_in_a_fit_table_are_refused(study_folder, tm
 def test_a_negative_eval_every_in_a_spec_is_refused(spec_path, capsys):
     spec_path.write_text(spec_path.read_text().replace('device = "cpu"', 'device = "cpu"\neval_every = -3'))
     _expect_one_line(capsys, "study", "study", "status", spec_path)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15: fit/table.py reads a boolean n_params column as 1")
+def test_a_boolean_n_params_column_is_refused(study_folder, tmp_path, capsys):
+    trials = pd.read_csv(study_folder / "trials.csv")
+    trials["n_params"] = True
+    trials.to_csv(tmp_path / "trials.csv", index=False)
+    _expect_one_line(capsys, "fit", "fit", tmp_path / "trials.csv", "--bootstrap", "0", "--no-write")
