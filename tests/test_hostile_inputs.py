@@ -171,6 +171,16 @@ def test_fit_out_naming_a_folder_is_one_line_and_leaves_nothing(study_folder, tm
     assert list(out_dir.iterdir()) == [] and not list(study_folder.glob("*.tmp"))
 
 
+def test_a_write_that_fails_halfway_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    from scaling.io import write_atomic
+
+    target = tmp_path / "fits.json"
+    write_atomic(target, '{"old": 1}\n')
+    with pytest.raises(UnicodeEncodeError):
+        write_atomic(target, '{"new": "' + "x" * 100_000 + '\ud800"}')  # fails once the temp file exists
+    assert target.read_text() == '{"old": 1}\n' and [p.name for p in tmp_path.iterdir()] == ["fits.json"]
+
+
 XSS = "<img src=x onerror=alert(1)>"
 BREAKOUT = "</script><script>alert(2)</script>"
 HOSTILE = f"{XSS}{BREAKOUT}\"'><svg onload=alert(3)>"
