@@ -83,11 +83,13 @@ class RunOutcome:
 
 
 def run(spec: str | Path, *, storage: str | None = None, workers: int | None = None, bootstrap: int = 200,
-        progress: bool = True, echo: bool = False) -> RunOutcome:
+        progress: bool = True, echo: bool = False, force: bool = False) -> RunOutcome:
     """The whole answer for a study spec: run its planned trials (resuming or joining), export,
     fit, recommend, write the report. Each step's output lands in results/<name>/ as soon as it
-    exists. `echo`: print each step and its result (as `scaling run` does)."""
+    exists. `echo`: print each step and its result (as `scaling run` does). `force`: let the
+    export replace an existing trials.csv that holds more trials."""
     from scaling.fit import read_table
+    from scaling.io import write_atomic
     from scaling.report import write_report as write
     from scaling.report.analysis import fit_for_report
     from scaling.study.export import export_study
@@ -106,7 +108,7 @@ def run(spec: str | Path, *, storage: str | None = None, workers: int | None = N
     study_s = time.perf_counter() - start
 
     step("export")
-    exported = export_study(loaded, storage=storage)
+    exported = export_study(loaded, storage=storage, force=force)
     folder = Path(exported.trials_csv).parent
     say(f"trials: {exported.n_trials} completed, {exported.n_failed} failed -> {exported.trials_csv}")
 
@@ -115,8 +117,8 @@ def run(spec: str | Path, *, storage: str | None = None, workers: int | None = N
     # One fit serves fits.json, the recommendation and the report. A table that supports no
     # decay law still gets its per-cell optima written, with the reason the laws are missing.
     rfit = fit_for_report(trials, None, n_bootstrap=bootstrap, source=str(exported.trials_csv))
-    (folder / "fits.json").write_text(json.dumps(fits_payload(rfit, str(exported.trials_csv)), indent=2,
-                                                 allow_nan=False) + "\n")
+    write_atomic(folder / "fits.json", json.dumps(fits_payload(rfit, str(exported.trials_csv)), indent=2,
+                                                  allow_nan=False) + "\n")
     if rfit.fit is not None:
         say(rfit.fit.summary())
     for problem in rfit.problems:
@@ -124,8 +126,8 @@ def run(spec: str | Path, *, storage: str | None = None, workers: int | None = N
 
     step("recommend")
     if rfit.recommendation is not None:
-        (folder / "recommendation.json").write_text(
-            json.dumps(rfit.recommendation.to_dict(), indent=2, allow_nan=False) + "\n")
+        write_atomic(folder / "recommendation.json",
+                     json.dumps(rfit.recommendation.to_dict(), indent=2, allow_nan=False) + "\n")
         say(rfit.next_budget.describe())
         say(rfit.recommendation.summary())
     else:

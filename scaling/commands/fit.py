@@ -88,6 +88,7 @@ def fit_options(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from scaling.fit import fit_study, read_table
+    from scaling.io import write_atomic
 
     options = fit_options(args)
     if args.drop_highest_loss < 0:
@@ -100,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_write:
         written = Path(args.out) if args.out else path.with_name("fits.json")
         try:
-            written.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-        except OSError as exc:
-            raise DataError(f"{written}: cannot write fits.json ({exc.strerror}); use --out or --no-write") from None
+            write_atomic(written, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+        except DataError as exc:
+            raise DataError(f"{exc}; use --out or --no-write") from None
     if args.json:
         print(json.dumps(payload, allow_nan=False))
     else:

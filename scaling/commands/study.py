@@ -34,6 +34,8 @@ def register(sub) -> None:
     export = actions.add_parser("export", help="write results/<name>/trials.csv, curves.csv and failed.csv")
     _common(export)
     export.add_argument("--out", default=None, help="output folder (default results/<name>)")
+    export.add_argument("--force", action="store_true",
+                        help="replace an existing trials.csv even when the export has fewer trials")
     export.set_defaults(func=_export)
 
 
@@ -41,7 +43,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="a study spec (TOML file, or a name in studies/)")
     p.add_argument("--storage", default=None,
                    help="SQLAlchemy URL shared by every worker, e.g. postgresql://user@host:5432/db "
-                        "(default: the spec's, else sqlite:///results/<name>/optuna.db)")
+                        "(default: $SCALING_STORAGE, else the spec's, else sqlite:///results/<name>/optuna.db)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -65,8 +67,9 @@ def _status(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from scaling.study import export_study, load_spec
 
-    result = export_study(load_spec(args.spec), storage=args.storage, out_dir=args.out)
-    print(f"{result.trials_csv}: {result.n_trials} trials")
+    result = export_study(load_spec(args.spec), storage=args.storage, out_dir=args.out, force=args.force)
+    was = "" if result.replaced_trials is None else f" (replaced a table of {result.replaced_trials})"
+    print(f"{result.trials_csv}: {result.n_trials} trials{was}")
     print(f"{result.curves_csv}: {result.n_curve_rows} curve points")
     print(f"{result.failed_csv}: {result.n_failed} failed trials")
     return 0

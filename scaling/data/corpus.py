@@ -95,6 +95,8 @@ def _read_file(file: Path, rel: Path) -> list[Document]:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(f"corpus file {file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:
+            raise DataError(f"corpus file {file}: cannot read ({exc.strerror or exc})") from None
         return [Document(id=stem, text=text, source=label, era="")] if text.strip() else []
     if file.suffix == ".jsonl":
         return list(_read_jsonl(file, stem))
@@ -102,17 +104,38 @@ def _read_file(file: Path, rel: Path) -> list[Document]:
 
 
 def iter_jsonl(file: Path, what: str, example: str) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) for each non-blank line of a JSONL file; a line that is not
-    JSON is a DataError naming `what` (e.g. "corpus file"), the file, the line and `example`."""
-    with file.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    """(line number, parsed value) for each non-blank line of a JSONL file; an unreadable file, a
+    line that is not UTF-8 or not JSON, or JSON nested too deeply to parse is a DataError naming
+    `what` (e.g. "corpus file"), the file, the line and `example`."""
+    try:
+        fh = file.open("rb")
+    except OSError as exc:
+        raise DataError(f"{what} {file}: cannot read ({exc.strerror or exc})") from None
+    with fh:
+        for lineno, raw in enumerate(_lines(fh, what, file), start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{what} {file} line {lineno}: not UTF-8 text ({exc.reason} at byte {exc.start} "
+                                f"of the line); expected JSON lines like {example}") from None
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{what} {file} line {lineno}: not valid JSON ({exc.msg}); "
                                 f"expected an object like {example}") from None
+            except RecursionError:
+                raise DataError(f"{what} {file} line {lineno}: JSON nested too deeply to read; "
+                                f"expected an object like {example}") from None
+            yield lineno, value
+
+
+def _lines(fh, what: str, file: Path) -> Iterator[bytes]:
+    try:
+        yield from fh
+    except OSError as exc:
+        raise DataError(f"{what} {file}: cannot read ({exc.strerror or exc})") from None
 
 
 def _read_jsonl(file: Path, stem: str) -> Iterator[Document]:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from scaling.errors import DataError
 from scaling.fit import StudyFit
+from scaling.io import write_atomic
 from scaling.report.analysis import NEXT_BUDGET_FACTOR, fit_for_report
 from scaling.report.data import StudyTables, check_curves, check_trials, load_study
 from scaling.report.page import RenderedReport, render
@@ -70,10 +72,9 @@ def write_report(
     next_factor: float = NEXT_BUDGET_FACTOR,
 ) -> Path:
     """Write <folder>/report.html (or `out`) from <folder>/trials.csv (+ curves.csv, failed.csv)."""
+    path = Path(out) if out is not None else Path(folder) / "report.html"
+    if path.is_dir():  # before the fits, which take a while
+        raise DataError(f"{path}: is a folder; expected the report's file name, e.g. {path / 'report.html'}")
     tables = load_study(folder)
     report = render_tables(tables, study_fit, n_bootstrap=n_bootstrap, seed=seed, next_factor=next_factor)
-    path = Path(out) if out is not None else Path(folder) / "report.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(report.html, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, report.html)

@@ -177,7 +177,9 @@ def _optima_table(tables: StudyTables, rfit: ReportFit) -> str:
             r = ratios["ratio"].get(cell, math.nan) if cell in ratios.index else math.nan
             row += [_opt_cell(pl), f"{r:.2g}x" if math.isfinite(r) else "-"]
         rows.append(row)
-    cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    # every cell is text except the decay* cells, which _opt_cell builds from escaped parts
+    cells = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, _Html) else _e(c)}</td>" for c in r) + "</tr>"
+                    for r in rows)
     note = ""
     if any(not o.bracketed for o in rfit.optima):
         note = ("<p class='caption'>* not bracketed: the best searched decay, at the edge of the grid (the caveats "
@@ -187,12 +189,16 @@ def _optima_table(tables: StudyTables, rfit: ReportFit) -> str:
             f"{note}</section>")  # fmt: skip
 
 
+class _Html(str):
+    """Markup built here from escaped parts; every other string is escaped on the way in."""
+
+
 def _opt_cell(o) -> str:
     if o is None:
         return "-"
     if not o.bracketed:
-        return f"<span class='unbracketed' title='{_e(o.reason or '')}'>{o.decay_opt:.3g}*</span>"
-    return f"{o.decay_opt:.3g} <span class='ci'>[{o.low:.3g}, {o.high:.3g}]</span>"
+        return _Html(f"<span class='unbracketed' title='{_e(o.reason or '')}'>{_e(f'{o.decay_opt:.3g}')}*</span>")
+    return _Html(f"{_e(f'{o.decay_opt:.3g}')} <span class='ci'>[{_e(f'{o.low:.3g}')}, {_e(f'{o.high:.3g}')}]</span>")
 
 
 def _toc(parts: list[Section]) -> str:

@@ -4,12 +4,15 @@ results/<name>/trials.csv   one row per completed trial (columns: docs/architect
 results/<name>/curves.csv   the training curves, long format, keyed by (cell, trial_number)
 results/<name>/failed.csv   one row per planned trial that finally failed (diverged, ...)
 
+An export never silently loses results: it refuses a storage holding none of the spec's
+studies, and refuses to replace a trials.csv that has more trials than the new one unless
+`force=True`. Each file is written whole (temp file + rename) or not at all.
+
 `trial_number` is Optuna's number inside the cell's study, so (cell, trial_number) is the key.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,12 +21,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from scaling.errors import DataError
+from scaling.io import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
 from scaling.study.plan import by_plan_key, open_cell_study
 from scaling.study.spec import StudySpec
-from scaling.study.storage import open_storage, sqlite_file_missing
+from scaling.study.storage import open_storage, safe_url, sqlite_file_missing
 
 LEAD_COLUMNS = ("study", "cell", "trial_number", "size", "seed", "schedule", "decay", "lr", "n_params",
                 "n_params_total", "n_tokens", "tpp", "batch_tokens", "steps", "tau", "epochs", "val_loss",
@@ -41,6 +45,7 @@ class ExportResult:
     n_trials: int
     n_curve_rows: int
     n_failed: int
+    replaced_trials: int | None = None  # trials in the trials.csv this export replaced (None: there was none)
 
 
 def trial_row(spec: StudySpec, cell: str, t: FrozenTrial) -> dict[str, Any]:
@@ -67,12 +72,23 @@ def order_columns(columns: list[str]) -> list[str]:
     return [*LEAD_COLUMNS, *pairs, *rest, *TAIL_COLUMNS]
 
 
-def export_study(spec: StudySpec, storage: str | None = None, out_dir: str | Path | None = None) -> ExportResult:
+def export_study(spec: StudySpec, storage: str | None = None, out_dir: str | Path | None = None, *,
+                 force: bool = False) -> ExportResult:
+    """Write the spec's trials, curves and failed trials from `storage` (default the spec's) to
+    `out_dir` (default results/<name>). DataError, writing nothing, when the storage holds none
+    of the spec's studies or when it would replace a trials.csv with fewer trials (unless `force`)."""
     url = storage or spec.storage_url
+    out = Path(out_dir) if out_dir is not None else Path("results", spec.name)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file; expected the folder to export into")
     if sqlite_file_missing(url):
-        raise DataError(f"{spec.path}: no trials yet: {url} does not exist (run `scaling study run` first)")
+        raise DataError(f"{spec.path}: no trials yet: {safe_url(url)} does not exist (run `scaling study run` first)")
     store = open_storage(url, spec.worker)
     names = set(optuna.get_all_study_names(store))
+    if not any(spec.study_name(cell) in names for cell in spec.cells()):
+        store.engine.dispose()
+        raise DataError(f"{safe_url(url)}: holds no study of spec {spec.name!r} (expected names like "
+                        f"{spec.study_name(spec.cells()[0])!r}); wrong --storage? nothing was written")
     rows, curves, failed = [], [], []
     for cell in spec.cells():
         if spec.study_name(cell) not in names:
@@ -95,8 +111,6 @@ def export_study(spec: StudySpec, storage: str | None = None, out_dir: str | Pat
     store.engine.dispose()
     import pandas as pd  # here, not at import time: spawned workers never need it
 
-    out = Path(out_dir) if out_dir is not None else Path("results", spec.name)
-    out.mkdir(parents=True, exist_ok=True)
     trials_df = pd.DataFrame(rows)
     trials_df = trials_df.reindex(columns=order_columns(list(trials_df.columns)))
     curve_df = pd.DataFrame(curves)
@@ -104,13 +118,33 @@ def export_study(spec: StudySpec, storage: str | None = None, out_dir: str | Pat
     curve_df = curve_df.reindex(columns=[*CURVE_COLUMNS, *extra])
     failed_df = pd.DataFrame(failed).reindex(columns=list(FAILED_COLUMNS))
     paths = (out / "trials.csv", out / "curves.csv", out / "failed.csv")
-    for df, path in zip((trials_df, curve_df, failed_df), paths):
-        _write_csv(df, path)
-    return ExportResult(*paths, len(trials_df), len(curve_df), len(failed_df))
+    try:
+        replaced = existing_trials(paths[0])
+    except DataError:
+        if not force:
+            raise
+        replaced = None
+    if replaced is not None and replaced > len(trials_df) and not force:
+        raise DataError(f"{paths[0]}: holds {replaced} trials, the export from {safe_url(url)} only "
+                        f"{len(trials_df)}; nothing was written (use --force to replace it, or --out elsewhere)")
+    # trials.csv last: an export interrupted between files leaves the old trials table in place
+    for df, path in reversed(list(zip((trials_df, curve_df, failed_df), paths))):
+        write_atomic(path, df.to_csv(index=False))
+    return ExportResult(*paths, len(trials_df), len(curve_df), len(failed_df), replaced)
 
 
-def _write_csv(df: "pd.DataFrame", path: Path) -> None:
-    """Write next to the target, then rename: a reader never sees half a table."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+def existing_trials(path: Path) -> int | None:
+    """Rows of an existing trials.csv (None when there is none); DataError if it cannot be read,
+    since then nobody can tell what replacing it would lose."""
+    if not path.exists():
+        return None
+    import pandas as pd
+
+    try:
+        return len(pd.read_csv(path))
+    except pd.errors.EmptyDataError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - pandas raises many types; the user needs one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot read the existing table to compare ({reason}); "
+                        f"move it away, or use --force to replace it") from None

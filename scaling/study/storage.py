@@ -11,12 +11,17 @@ it. Two things are added:
   lock is waited for instead of failing with "database is locked".
 * Heartbeats: every storage is opened with a heartbeat interval and grace period and a
   callback that re-queues a stale trial (worker killed, machine lost) with the same params.
+
+Every message shows a URL through `safe_url`, which masks the password even in URLs that do
+not parse. The CLI also takes the URL from $SCALING_STORAGE (see STORAGE_ENV), so a password
+need not appear in argv.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -45,22 +50,64 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
+STORAGE_ENV = "SCALING_STORAGE"
+"""Environment variable the CLI reads the storage URL from; precedence: --storage > $SCALING_STORAGE > the spec's."""
+
+# user:password@ after an optional scheme; the password runs to the last '@' of the token, so a
+# raw '@' inside it is masked too. Deliberately looser than URL syntax: malformed URLs
+# ("postgresql:/u:pw@host", a missing "//") are masked as well.
+_USERINFO = re.compile(r"(?P<head>(?:[A-Za-z][A-Za-z0-9+.\-]*:/*)?[^\s:/@'\"]*):(?!//)(?P<password>[^\s'\"]*)@")
+_QUERY_PASSWORD = re.compile(r"(?i)(?P<key>\bpassword=)[^&\s'\"]*")
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with every password in a URL-like `user:password@` or `password=` query masked."""
+    text = _USERINFO.sub(lambda m: f"{m.group('head')}:***@", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m.group('key')}***", text)
+
+
 def safe_url(url: str) -> str:
-    """The URL with any password masked, for messages."""
+    """The URL with any password masked, for messages (parsed or not)."""
+    return mask_secrets(url)
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The password strings in `url` (for scrubbing messages that quote them out of context)."""
+    if not url:
+        return []
+    found = [m.group("password") for m in _USERINFO.finditer(url)]
+    found += [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(url)]
+    return [f for f in found if f]
+
+
+def scrub(text: str, url: str | None) -> str:
+    """`text` with `url`'s passwords removed wherever they appear, then mask_secrets."""
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return mask_secrets(text)
+
+
+def _parse_url(url: str) -> sqlalchemy.engine.URL:
+    example = "an SQLAlchemy URL such as sqlite:///path.db or postgresql://user@host:5432/db"
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 - a non-numeric port raises here
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        reason = " (the port must be a number)" if isinstance(exc, ValueError) else ""
+        raise ConfigError(f"storage: expected {example}, got {safe_url(url)}{reason}") from None
+    match = _USERINFO.search(url)
+    if match and "@" in match.group("password") and parsed.get_backend_name() != "sqlite":
+        raise ConfigError(f"storage: {safe_url(url)}: the password contains '@'; write it as %40 "
+                          f"(special characters in a URL password must be percent-encoded)")
+    return parsed
 
 
 def open_storage(url: str, worker: WorkerSettings | None = None) -> optuna.storages.RDBStorage:
     """An RDBStorage for `url` (any SQLAlchemy URL) with heartbeats and stale-trial retries."""
     quiet_optuna()
     worker = worker or WorkerSettings()
-    try:
-        parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise ConfigError(f"storage: expected an SQLAlchemy URL such as sqlite:///path.db, got {url!r}") from None
+    raw = url
+    parsed = _parse_url(url)
     url = _with_available_driver(parsed, url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
     engine_kwargs: dict = {}
@@ -80,10 +127,12 @@ def open_storage(url: str, worker: WorkerSettings | None = None) -> optuna.stora
                 max_retry=worker.max_retry),
         ), attempts=3)
     except ImportError as exc:
-        raise ConfigError(f"storage: no database driver for {safe_url(url)} ({exc.__cause__ or exc})") from None
+        message = f"storage: no database driver for {safe_url(raw)} ({exc.__cause__ or exc})"
+        raise ConfigError(scrub(message, raw)) from None
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc.__cause__ or exc).strip().splitlines()[0]
-        raise ConfigError(f"storage: cannot open {safe_url(url)}: {reason}") from None
+        text = str(getattr(exc, "orig", None) or exc.__cause__ or exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        raise ConfigError(scrub(f"storage: cannot open {safe_url(raw)}: {reason}", raw)) from None
     if is_sqlite:
         event.listen(storage.engine, "connect", _sqlite_pragmas)
         event.listen(storage.engine, "begin", _begin_immediate)
@@ -92,36 +141,74 @@ def open_storage(url: str, worker: WorkerSettings | None = None) -> optuna.stora
 
 
 def _with_available_driver(parsed: sqlalchemy.engine.URL, url: str) -> str:
-    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; when only psycopg2 (the
-    `postgres` extra) is installed, use it rather than fail."""
+    """A bare postgresql:// means SQLAlchemy's default driver (psycopg2 up to 2.0, psycopg 3
+    from 2.1); use whichever of the two is installed rather than fail on the other's import.
+    An explicit postgresql+driver:// is left alone."""
     if parsed.drivername != "postgresql":
         return url
     import importlib.util
 
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    default = parsed.get_dialect().driver
+    for driver in dict.fromkeys((default, "psycopg", "psycopg2")):
+        if importlib.util.find_spec(driver) is not None:
+            return parsed.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
     return url
 
 
 def sqlite_file_missing(url: str) -> bool:
     """True for a SQLite URL whose file does not exist yet (reading it would create it)."""
-    try:
-        parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        return False
+    parsed = _parse_url(url)
     db = parsed.database
-    return parsed.get_backend_name() == "sqlite" and bool(db) and db != ":memory:" and not Path(db).exists()
+    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:":
+        return False
+    _check_name_lengths(Path(db))
+    try:
+        return not Path(db).exists()
+    except OSError as exc:
+        raise ConfigError(f"storage: cannot use SQLite file {db} ({exc.strerror})") from None
+
+
+def _check_name_lengths(path: Path) -> None:
+    """ConfigError when a component of `path` is longer than the file system allows (a long spec
+    name makes a long results/<name>/ folder), before anything is created."""
+    limit = 255
+    for folder in path.absolute().parents:
+        try:
+            limit = os.pathconf(folder, "PC_NAME_MAX")  # of the nearest existing folder's file system
+            break
+        except (OSError, ValueError):
+            continue
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise ConfigError(f"storage: cannot use SQLite file {path} (File name too long: the folder or file name "
+                              f"{part[:20]}... has {len(part)} characters, at most {limit} allowed here)")
 
 
 def _prepare_sqlite(database: str | None) -> None:
+    """Create the folder, check access, switch the file to WAL; ConfigError (one line) when the
+    file cannot serve as a storage."""
     if not database or database == ":memory:":
         return
     path = Path(database)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_name_lengths(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"storage: cannot create the folder of SQLite file {path} ({exc.strerror})") from None
+    wal_needs = "SQLite's WAL journal needs write access to the database and its folder, even to read it"
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"storage: {path} is read-only; {wal_needs}: make it writable or use a copy")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage: folder {path.parent} is read-only; {wal_needs} (it keeps {path.name}-wal "
+                          f"and {path.name}-shm beside it): make the folder writable or copy it elsewhere")
     # WAL lets readers (status, dashboard) run while a worker writes; the mode is stored in the
     # file, so setting it once here covers every later connection.
-    with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)) as con:
-        con.execute("PRAGMA journal_mode=WAL")
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:
+        what = "not an SQLite database" if "not a database" in str(exc) else "cannot be opened"
+        raise ConfigError(f"storage: {path}: {what} ({exc})") from None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -134,6 +221,8 @@ def _begin_immediate(conn: sqlalchemy.engine.Connection) -> None:
 
 
 _TRANSIENT = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)
+# The database refused the data itself (a study name over 512 characters, ...): retrying cannot help.
+_REJECTED = (sqlalchemy.exc.DataError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
 
 
 def retry_storage(fn: Callable[[], T], attempts: int = 6, first_wait_s: float = 0.5) -> T:
@@ -143,8 +232,8 @@ def retry_storage(fn: Callable[[], T], attempts: int = 6, first_wait_s: float = 
     for attempt in range(attempts):
         try:
             return fn()
-        except _TRANSIENT:
-            if attempt == attempts - 1:
+        except _TRANSIENT as exc:
+            if attempt == attempts - 1 or isinstance(exc.__cause__, _REJECTED):
                 raise
             time.sleep(wait)
             wait *= 2
