@@ -14,7 +14,7 @@ import sys
 
 from scaling.errors import ScalingError
 
-COMMANDS = ("train", "bench", "study", "fit", "recommend", "report", "run")
+COMMANDS = ("train", "bench", "study", "fit", "recommend", "predict", "report", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
