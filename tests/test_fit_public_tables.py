@@ -86,7 +86,8 @@ def test_bootstrap_refits_keep_the_constraints(points):
     assert tied.interval("alpha")[0] < tied.alpha < tied.interval("alpha")[1]
 
 
-@pytest.mark.parametrize("constraint", [{}, {"tie": "alpha=beta"}], ids=["free", "tie"])
+@pytest.mark.parametrize("constraint", [pytest.param({}, marks=pytest.mark.slow), {"tie": "alpha=beta"}],
+                         ids=["free", "tie"])
 def test_held_out_largest_models_are_predicted_with_intervals(points, constraint):
     """Fit on models below 5B parameters, predict the larger ones (a real extrapolation). The
     error and the coverage of the new-run interval are reported; the coverage is poor (see
