@@ -55,8 +55,8 @@ def independent_fit(n, d, y, *, tie: bool, fixed_e: float | None = None) -> dict
         r = np.abs(pred - np.log(y))
         return float(np.sum(np.where(r <= 1e-3, 0.5 * r**2, 1e-3 * (r - 0.5e-3))))
 
-    axes = [[2.0, 6.0, 10.0], [2.0, 6.0, 10.0]] + ([] if fixed_e is not None else [[-0.5, 0.5]])
-    axes += [[0.2, 0.5]] + ([] if tie else [[0.2, 0.5]])
+    axes = [[3.0, 8.0], [3.0, 8.0]] + ([] if fixed_e is not None else [[0.0, 0.7]])
+    axes += [[0.25]] + ([] if tie else [[0.25]])
     best = None
     for start in np.array(np.meshgrid(*axes)).reshape(len(axes), -1).T:
         res = minimize(objective, start, method="L-BFGS-B", options={"ftol": 1e-14, "gtol": 1e-10, "maxiter": 5000})
@@ -141,7 +141,7 @@ def test_where_filters_and_records_row_counts(raw):
 
 
 def test_level_sets_every_surface_interval(points):
-    wide = fit_loss_surface(*points, n_bootstrap=100, ci_level=0.95)
-    narrow = fit_loss_surface(*points, n_bootstrap=100, ci_level=0.5)
+    wide = fit_loss_surface(*points, n_bootstrap=60, ci_level=0.95)
+    narrow = fit_loss_surface(*points, n_bootstrap=60, ci_level=0.5)
     for name in ("E", "alpha", "beta"):
         assert np.ptp(narrow.interval(name)) < np.ptp(wide.interval(name)), name
