@@ -7,8 +7,9 @@
 
 Two intervals for a loss: `ci`, where the fitted surface itself lies (quantiles of the surface
 refitted on bootstrap resamples), and `pi`, where a new run's loss is expected (each refit's
-prediction times the exponential of a fitted point's log residual, drawn at random with the
-fit's seed): the second is the one to compare with a run. Anything outside the fitted N or D
+prediction times the exponential of a fitted point's log residual, inflated by sqrt(n / (n - p))
+for the p free parameters, drawn at random with the fit's seed): the second is the one to compare
+with a run. Anything outside the fitted N or D
 range is flagged as an extrapolation.
 """
 
@@ -96,6 +97,9 @@ def predict_loss(surface: LossSurface, n_params: float, n_tokens: float, *, leve
     preds = draws[:, 0] + draws[:, 1] * n_params ** -draws[:, 3] + draws[:, 2] * n_tokens ** -draws[:, 4]
     ci = quantile_interval(preds[:, None], level)
     resid = surface.log_residuals
+    if resid is not None and resid.size > len(surface.constraints.free()):
+        # fitted residuals are smaller than a new run's deviation: the usual sqrt(n / (n - p)) correction
+        resid = resid * math.sqrt(resid.size / (resid.size - len(surface.constraints.free())))
     rng = np.random.default_rng(surface.seed if seed is None else seed)
     noisy = preds * np.exp(rng.choice(resid, size=preds.size)) if resid is not None and resid.size else preds
     pi = quantile_interval(noisy[:, None], level)
