@@ -147,7 +147,7 @@ def fit_surface_table(
         elif {"n_params", "tpp"} <= set(table.columns):
             table["n_tokens"] = table["tpp"] * table["n_params"]
             origin["n_tokens"] = "tpp"
-    named = {name: col for name, col in (columns or {}).items()}
+    named = dict(columns or {})  # design name -> the table's own name, for messages
     missing = [c for c in SURFACE_COLUMNS if c not in table.columns]
     if missing:
         hint = "n_tokens (or compute, or tpp)" if missing[0] == "n_tokens" else repr(missing[0])
