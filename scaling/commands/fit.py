@@ -58,7 +58,9 @@ def add_table_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=None, metavar="K",
                    help="bootstrap resamples for every interval (default 200; a surface-only fit: 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
-    p.add_argument("--level", type=float, default=0.9, help="coverage of prediction and per-cell intervals, and of every interval of a surface-only fit (default 0.9)")
+    p.add_argument("--level", type=float, default=0.9,
+                   help="coverage of prediction and per-cell intervals, and of every interval of a surface-only fit "
+                        "(default 0.9)")  # fmt: skip
 
 
 def parse_columns(pairs: list[str], objectives: dict[str, str] | None = None) -> dict[str, str]:
