@@ -120,7 +120,8 @@ def test_a_table_with_an_lr_column_fits_with_three_col_flags(raw, tmp_path, caps
     assert payload["mode"] == "surface" and payload["rows"]["fitted"] == 240 and payload["rows"]["table"] == 245
     assert payload["surface"]["ci_level"] == 0.8 and len(payload["surface"]["draws"]["values"]) == 100
     surface = load_surface(out)
-    assert surface.E == payload["E"] and np.array_equal(surface.draws[:, 3], [r[3] for r in payload["surface"]["draws"]["values"]])
+    assert surface.E == payload["E"]
+    assert np.array_equal(surface.draws[:, 3], [row[3] for row in payload["surface"]["draws"]["values"]])
     capsys.readouterr()
     assert main(["predict", "--fit", str(out), "--params", "70B", "--tokens", "1.4T", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)

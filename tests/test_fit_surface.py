@@ -214,7 +214,10 @@ def test_drop_invalid_drops_and_lists_the_bad_rows(tmp_path):
     assert main(["fit", str(path), *SWEEP_COLS, "--bootstrap", "0", "--drop-invalid", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert rows["n_invalid"] == 2 and rows["fitted"] == 28
-    assert rows["invalid"] == [{"row": 3, "column": "loss", "value": "-1"}, {"row": 5, "column": "params", "value": "'lots'"}]
+    assert rows["invalid"] == [
+        {"row": 3, "column": "loss", "value": "-1"},
+        {"row": 5, "column": "params", "value": "'lots'"},
+    ]
 
 
 def test_unit_suffixes_in_numeric_columns_are_read_like_the_command_line():

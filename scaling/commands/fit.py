@@ -132,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
         fit = _fit_surface(args, df, str(path), options)
     else:
         if args.where or args.tie or args.fix or args.drop_invalid:
-            raise ConfigError("--where, --tie, --fix and --drop-invalid apply to a surface-only fit; add --surface-only")
+            raise ConfigError(
+                "--where, --tie, --fix and --drop-invalid apply to a surface-only fit; add --surface-only"
+            )
         fit = fit_study(df, source=str(path), drop_highest_loss=args.drop_highest_loss, **options)
     payload = fit.to_dict()
     written = None

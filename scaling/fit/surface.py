@@ -94,7 +94,9 @@ class Constraints:
                 raise FitError(f"fix: {name} must be a finite number > 0, got {_plain(value)}")
             fixed[name] = value
         if tie and "alpha" in fixed and "beta" in fixed and fixed["alpha"] != fixed["beta"]:
-            raise FitError(f"tie alpha=beta contradicts fix alpha={_plain(fixed['alpha'])}, beta={_plain(fixed['beta'])}")
+            raise FitError(
+                f"tie alpha=beta contradicts fix alpha={_plain(fixed['alpha'])}, beta={_plain(fixed['beta'])}"
+            )
         if tie and ("alpha" in fixed) != ("beta" in fixed):  # a tied pair is fixed together
             value = fixed.get("alpha", fixed.get("beta"))
             fixed["alpha"] = fixed["beta"] = value

@@ -62,8 +62,8 @@ class SurfaceFit:
     def warnings(self) -> tuple[str, ...]:
         out = list(self.surface.warnings)
         if self.invalid:
-            out.append(f"dropped {len(self.invalid)} invalid row{'s' if len(self.invalid) > 1 else ''} (--drop-invalid): "
-                       + _rows_text(self.invalid))
+            plural = "s" if len(self.invalid) > 1 else ""
+            out.append(f"dropped {len(self.invalid)} invalid row{plural} (--drop-invalid): {_rows_text(self.invalid)}")
         return tuple(out)
 
     def to_dict(self) -> dict:

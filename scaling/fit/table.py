@@ -179,7 +179,9 @@ def _check(df: pd.DataFrame, col: str, source: str, ok, expected: str) -> None:
     bad = ~np.isfinite(values) | ~ok(np.nan_to_num(values, nan=-math.inf))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{source}: column {col!r} must be finite and {expected} (data row {row + 1}: {plain(values[row])})")
+        raise DataError(
+            f"{source}: column {col!r} must be finite and {expected} (data row {row + 1}: {plain(values[row])})"
+        )
 
 
 def cell_label(n_params: float, tpp: float) -> str:
