@@ -20,7 +20,7 @@ import traceback
 
 from scaling.errors import ScalingError
 
-COMMANDS = ("train", "bench", "study", "fit", "recommend", "report", "run")
+COMMANDS = ("train", "bench", "study", "fit", "recommend", "predict", "report", "run")
 DEBUG_ENV = "SCALING_DEBUG"
 EPILOG = ("environment: SCALING_STORAGE=URL is the Optuna storage for every command with --storage when that flag "
           "is not given (it wins over the spec's storage), so a password need not appear in the command line; "

@@ -3,6 +3,7 @@ surface, the optimiser and the compute-optimal allocation."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from scaling.fit import fit_loss_surface, fit_study
 from scaling.fit.huber_lse import huber_lse
 from scaling.fit.lbfgs import minimize_batch
 from scaling.fit.surface import FTOL, init_grid
+from scaling.fit.surfacefit import fit_surface_table
 
 GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "chinchilla_epoch_svg_extracted.csv"
 
@@ -175,3 +177,99 @@ def test_bootstrap_refits_are_converged_not_stuck_near_the_point_fit(monkeypatch
     exhaustive = fit_loss_surface(*args, n_bootstrap=30, seed=4)
     for name in ("E", "alpha", "beta"):
         assert dict(usual.std_errors)[name] == pytest.approx(dict(exhaustive.std_errors)[name], rel=0.02), name
+
+
+# ----------------------------------------------------------------------------- tables, constraints, diagnostics
+
+
+def _sweep(rows: int = 30, seed: int = 5, noise: float = 0.003) -> pd.DataFrame:
+    """A small simulated sweep in a foreign layout, with study columns the surface fit ignores."""
+    rng = np.random.default_rng(seed)
+    n = np.exp(rng.uniform(np.log(1e6), np.log(1e9), rows))
+    d = n * np.exp(rng.uniform(np.log(2), np.log(200), rows))
+    loss = (1.7 + 300 * n**-0.3 + 900 * d**-0.35) * np.exp(rng.normal(0, noise, rows))
+    return pd.DataFrame({"params": n, "tokens": d, "loss": loss, "lr": 1e-3, "wd": 0.1})
+
+
+SWEEP_COLS = ["--col", "n_params=params", "--col", "n_tokens=tokens", "--col", "val_loss=loss"]
+
+
+@pytest.mark.parametrize("value, shown", [(-1.0, "got -1"), (0.0, "got 0"), (np.inf, "got inf"), (np.nan, "got empty")])
+def test_a_bad_loss_is_one_line_naming_row_and_column(tmp_path, capsys, value, shown):
+    from scaling.cli import main
+
+    df = _sweep()
+    df.loc[6, "loss"] = value
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    assert main(["fit", str(path), *SWEEP_COLS, "--bootstrap", "0", "--no-write"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "data row 7, column 'loss'" in err and shown in err and "np.float64" not in err
+
+
+def test_drop_invalid_drops_and_lists_the_bad_rows(tmp_path):
+    from scaling.cli import main
+
+    df = _sweep().astype({"params": object})
+    df.loc[2, "loss"] = -1.0
+    df.loc[4, "params"] = "lots"
+    path, out = tmp_path / "t.csv", tmp_path / "fits.json"
+    df.to_csv(path, index=False)
+    assert main(["fit", str(path), *SWEEP_COLS, "--bootstrap", "0", "--drop-invalid", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["n_invalid"] == 2 and rows["fitted"] == 28
+    assert rows["invalid"] == [
+        {"row": 3, "column": "loss", "value": "-1"},
+        {"row": 5, "column": "params", "value": "'lots'"},
+    ]
+
+
+def test_unit_suffixes_in_numeric_columns_are_read_like_the_command_line():
+    df = _sweep()
+    plain = fit_surface_table(df, columns={"n_params": "params", "n_tokens": "tokens", "val_loss": "loss"})
+    df["params"] = [f"{x / 1e6:.6f}M" for x in df["params"]]
+    df["tokens"] = [f"{x / 1e9:.9f}B" for x in df["tokens"]]
+    suffixed = fit_surface_table(df, columns={"n_params": "params", "n_tokens": "tokens", "val_loss": "loss"})
+    assert suffixed.surface.E == pytest.approx(plain.surface.E, rel=1e-5)
+
+
+def test_unknown_col_target_is_an_error_before_reading_the_table(tmp_path, capsys):
+    from scaling.cli import main
+
+    assert main(["fit", str(tmp_path / "absent.csv"), "--col", "foo=val_loss"]) == 2
+    assert "unknown name 'foo'" in capsys.readouterr().err
+
+
+def test_constraints_are_checked():
+    from scaling.fit.surface import Constraints
+
+    with pytest.raises(FitError, match="only alpha=beta"):
+        Constraints.make(tie="A=B")
+    with pytest.raises(FitError, match="unknown parameter 'gamma'"):
+        Constraints.make(fix={"gamma": 1.0})
+    with pytest.raises(FitError, match="must be a finite number > 0, got -1"):
+        Constraints.make(fix={"E": -1.0})
+    tied = Constraints.make(tie=True, fix={"beta": 0.3})
+    assert dict(tied.fixed) == {"alpha": 0.3, "beta": 0.3} and tied.free() == ("E", "A", "B")
+    assert Constraints.from_dict(tied.to_dict()) == tied
+
+
+def test_warnings_for_e_above_the_data_and_an_exponent_at_the_edge():
+    df = _sweep()
+    fit = fit_surface_table(df, columns={"n_params": "params", "n_tokens": "tokens", "val_loss": "loss"},
+                            fix={"E": float(df["loss"].min()) * 1.01})  # fmt: skip
+    assert any("exceeds the lowest observed loss" in w for w in fit.warnings)
+    flat = _sweep().assign(loss=lambda t: 2.0 + 1e-4 * np.random.default_rng(0).normal(size=len(t)))
+    fit = fit_surface_table(flat, columns={"n_params": "params", "n_tokens": "tokens", "val_loss": "loss"})
+    assert fit.surface.rms_log_residual < 1e-3
+    assert any("edge of the searched range" in w for w in fit.warnings), fit.warnings
+
+
+@pytest.mark.slow
+def test_unstable_bootstrap_is_flagged_and_enough_refits_clear_it():
+    cols = {"n_params": "params", "n_tokens": "tokens", "val_loss": "loss"}
+    few = fit_surface_table(_sweep(rows=20, noise=0.02), columns=cols, n_bootstrap=20)
+    many = fit_surface_table(_sweep(rows=40), columns=cols, n_bootstrap=2000)
+    print(few.warnings, many.warnings)
+    assert any("bootstrap intervals unstable" in w for w in few.warnings)
+    assert not any("bootstrap intervals unstable" in w for w in many.warnings)

@@ -26,7 +26,7 @@ from scaling.report.page import render
 from scaling.report.summary import decay_ratios, summarise
 
 DECAYS = (0.0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-ALL_FIGURES = ("loss-vs-decay", "finetune-vs-decay", "tasks-vs-decay", "pareto", "decay-laws", "loss-surface",
+ALL_FIGURES = ("loss-vs-decay", "finetune-vs-decay", "tasks-vs-decay", "pareto", "decay-laws", "loss-surface", "surface-residuals",
                "mechanisms", "curves")  # fmt: skip
 BOOTSTRAP = 20  # enough for intervals to exist; the tests check drawing, not coverage
 

@@ -6,6 +6,10 @@ points:
 
     scaling fit chinchilla.csv --col n_params="Model Size" --col compute="Training FLOP" \\
         --col val_loss=loss --drop-highest-loss 5 --json
+
+A table without a decay column (or with --surface-only) gets the loss surface alone, with
+constraints (--tie, --fix), a row filter (--where) and a bad-row policy (--drop-invalid); see
+docs/surface.md.
 """
 
 from __future__ import annotations
@@ -30,6 +34,17 @@ def register(sub) -> None:
     p.add_argument("--no-write", action="store_true", dest="no_write", help="do not write fits.json")
     p.add_argument("--drop-highest-loss", type=int, default=0, dest="drop_highest_loss", metavar="K",
                    help="surface-only tables: leave out the K highest losses (Epoch AI drop 5 of Chinchilla's)")
+    g = p.add_argument_group("loss surface only (docs/surface.md)")
+    g.add_argument("--surface-only", action="store_true", dest="surface_only",
+                   help="fit only L(N, D), ignoring decay and other study columns (automatic without a decay column)")
+    g.add_argument("--where", default=None, metavar="EXPR", help="fit the rows matching a pandas query, e.g. "
+                   "\"n_params < 1e9 and dataset == 'c4'\" (mapped names)")
+    g.add_argument("--tie", action="append", default=[], metavar="alpha=beta", help="fit one exponent for N and D")
+    g.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                   help="hold E, A, B, alpha or beta at VALUE; repeatable")
+    g.add_argument("--drop-invalid", action="store_true", dest="drop_invalid",
+                   help="drop rows with an empty, non-numeric, infinite, zero or negative N, D or loss, and list "
+                        "them (default: such a row is an error)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -40,19 +55,37 @@ def add_table_arguments(p: argparse.ArgumentParser) -> None:
                         "repeatable")  # fmt: skip
     p.add_argument("--objective", action="append", default=[], metavar="COLUMN:min|max",
                    help="fit this objective (default: val_loss:min and ft_score:max, those present); repeatable")
-    p.add_argument("--bootstrap", type=int, default=200, metavar="K",
-                   help="bootstrap resamples for every interval (default 200)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="K",
+                   help="bootstrap resamples for every interval (default 200; a surface-only fit: 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
-    p.add_argument("--level", type=float, default=0.9, help="prediction-interval coverage (default 0.9)")
+    p.add_argument("--level", type=float, default=0.9,
+                   help="coverage of prediction and per-cell intervals, and of every interval of a surface-only fit "
+                        "(default 0.9)")  # fmt: skip
 
 
-def parse_columns(pairs: list[str]) -> dict[str, str]:
+def parse_columns(pairs: list[str], objectives: dict[str, str] | None = None) -> dict[str, str]:
+    from scaling.fit.table import check_column_targets
+
     out = {}
     for pair in pairs:
         name, sep, column = pair.partition("=")
         if not sep or not name.strip() or not column.strip():
             raise ConfigError(f"--col: expected NAME=COLUMN (e.g. n_params='Model Size'), got {pair!r}")
         out[name.strip()] = column.strip()
+    check_column_targets(out, also=tuple(objectives or ()))
+    return out
+
+
+def parse_fix(pairs: list[str]) -> dict[str, float]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"--fix: expected NAME=VALUE (e.g. E=1.69), got {pair!r}")
     return out
 
 
@@ -73,14 +106,15 @@ def parse_objectives(pairs: list[str]) -> dict[str, str] | None:
 
 
 def fit_options(args: argparse.Namespace) -> dict:
-    if args.bootstrap < 0:
+    if args.bootstrap is not None and args.bootstrap < 0:
         raise ConfigError(f"--bootstrap: expected a count >= 0, got {args.bootstrap}")
     if not 0 < args.level < 1:
         raise ConfigError(f"--level: expected a coverage between 0 and 1, got {args.level}")
+    objectives = parse_objectives(args.objective)
     return {
-        "columns": parse_columns(args.col) or None,
-        "objectives": parse_objectives(args.objective),
-        "n_bootstrap": args.bootstrap,
+        "columns": parse_columns(args.col, objectives) or None,
+        "objectives": objectives,
+        "n_bootstrap": 200 if args.bootstrap is None else args.bootstrap,
         "seed": args.seed,
         "level": args.level,
     }
@@ -95,7 +129,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--drop-highest-loss: expected a count >= 0, got {args.drop_highest_loss}")
     path = Path(args.trials)
     df = read_table(path)
-    fit = fit_study(df, source=str(path), drop_highest_loss=args.drop_highest_loss, **options)
+    if args.surface_only or not _has_decay(df, options["columns"]):
+        fit = _fit_surface(args, df, str(path), options)
+    else:
+        if args.where or args.tie or args.fix or args.drop_invalid:
+            raise ConfigError(
+                "--where, --tie, --fix and --drop-invalid apply to a surface-only fit; add --surface-only"
+            )
+        fit = fit_study(df, source=str(path), drop_highest_loss=args.drop_highest_loss, **options)
     payload = fit.to_dict()
     written = None
     if not args.no_write:
@@ -111,3 +152,23 @@ def run(args: argparse.Namespace) -> int:
         if written is not None:
             print(f"\nwrote {written}")
     return 0
+
+
+def _has_decay(df, columns: dict[str, str] | None) -> bool:
+    """A decay column mapped with --col, or one named decay that no mapping renames away."""
+    columns = columns or {}
+    return "decay" in columns or ("decay" in df.columns and "decay" not in columns.values())
+
+
+def _fit_surface(args: argparse.Namespace, df, source: str, options: dict):
+    from scaling.fit.surface import DEFAULT_BOOTSTRAP
+    from scaling.fit.surfacefit import fit_surface_table
+
+    if len(args.tie) > 1:
+        raise ConfigError(f"--tie: give it once (alpha=beta), got {len(args.tie)}")
+    return fit_surface_table(
+        df, columns=options["columns"], where=args.where, drop_invalid=args.drop_invalid,
+        drop_highest_loss=args.drop_highest_loss, tie=args.tie[0] if args.tie else None, fix=parse_fix(args.fix),
+        n_bootstrap=DEFAULT_BOOTSTRAP if args.bootstrap is None else args.bootstrap, seed=args.seed,
+        level=args.level, source=source,
+    )  # fmt: skip

@@ -80,7 +80,8 @@ def minimize_batch(
         rows = np.flatnonzero(live)
         everyone = rows.size == live.size
         order = [(it - 1 - j) % memory for j in range(memory)]  # newest first
-        d = _two_loop(gw, s_hist, y_hist, rho, order)
+        with np.errstate(invalid="ignore", over="ignore"):  # a non-finite d falls back to -g below
+            d = _two_loop(gw, s_hist, y_hist, rho, order)
         if not everyone:
             d = d[rows]
         xa, fa, ga = (xw, fw, gw) if everyone else (xw[rows], fw[rows], gw[rows])
@@ -106,7 +107,8 @@ def minimize_batch(
         slot = it % memory
         s_hist[slot, rows] = s_vec
         y_hist[slot, rows] = y_vec
-        rho[slot, rows] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
+        with np.errstate(over="ignore"):  # a tiny s.y on a flat valley: the pair is still kept, rho huge
+            rho[slot, rows] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
 
         upd = rows[ok]
         f_old = fa[ok]

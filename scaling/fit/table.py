@@ -3,7 +3,8 @@
 Every fit takes a tidy table, one row per completed trial, with design.md's column names. Tables
 made elsewhere (e.g. Epoch AI's Chinchilla points) are mapped onto those names with `columns`
 ({design name: table column}); a missing `n_tokens` is derived from `compute` (C = 6 N D) or
-`tpp` (D = tpp * N). Problems a user can cause raise DataError naming the table and the column.
+`tpp` (D = tpp * N). Numeric columns accept unit suffixes as the command line does ("2.81B",
+"300k"). Problems a user can cause raise DataError naming the table, the row and the column.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.core.numbers import human  # noqa: F401 (the one number shortener; re-exported here)
-from scaling.errors import DataError
+from scaling.errors import ConfigError, DataError
 
 # Objective columns with a natural direction (design.md section 2). `ft_<task>_after` columns
 # are maximised too; mechanism metrics (probe_acc, qk_rank) describe, they are not objectives.
@@ -28,6 +29,52 @@ DIRECTIONS: dict[str, str] = {
     "ft_gain": "max",
 }
 DEFAULT_OBJECTIVES: dict[str, str] = {"val_loss": "min", "ft_score": "max"}
+# Names a --col mapping may target (design.md section 2, plus the table's bookkeeping columns);
+# `ft_<task>_before` / `ft_<task>_after` and any --objective column are accepted too.
+COLUMN_NAMES = (
+    "n_params", "n_tokens", "compute", "tpp", "decay", "lr", "batch_tokens", "steps", "tau", "val_loss",
+    "train_loss", "gap", "ft_score", "ft_gain", "probe_acc", "qk_rank", "cell", "seed",
+)  # fmt: skip
+
+
+def check_column_targets(columns: Mapping[str, str], also: tuple[str, ...] = ()) -> None:
+    """ConfigError for a --col NAME that is not a column name the toolkit knows."""
+    for name in columns:
+        if name in COLUMN_NAMES or name in also or (name.startswith("ft_") and name.endswith(("_after", "_before"))):
+            continue
+        raise ConfigError(
+            f"--col {name}=...: unknown name {name!r}; expected one of {', '.join(COLUMN_NAMES)}, "
+            "ft_<task>_after or an --objective column"
+        )
+
+
+def parse_number(value) -> float:
+    """A table cell as a float: numbers, numeric strings and unit suffixes ("2.81B", "300k", as
+    `--params` accepts); NaN for anything else (the caller names the row)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    from scaling.commands.recommend import parse_amount  # the one parser of "1.5B"-style amounts
+
+    try:
+        return parse_amount(text)
+    except Exception:  # noqa: BLE001 - argparse's error type; the caller reports the row
+        return math.nan
+
+
+def plain(value) -> str:
+    """A table value for an error message: 2.81e+09, -1, nan, 'abc' (never a numpy repr)."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return f"{float(value):.6g}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "empty"
+    return repr(str(value))
 
 
 def direction_of(column: str) -> str | None:
@@ -115,11 +162,16 @@ def _numeric(df: pd.DataFrame, cols: list[str], source: str) -> None:
     for col in cols:
         if col not in df.columns:
             continue
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() & df[col].notna()
+        raw = df[col]
+        values = pd.to_numeric(raw, errors="coerce")
+        todo = values.isna() & raw.notna()
+        if todo.any():  # strings: unit suffixes such as "2.81B"
+            values = values.astype(float)
+            values[todo] = [parse_number(v) for v in raw[todo]]
+        bad = values.isna() & raw.notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{source}: column {col!r} must be numeric (data row {row + 1}: {df[col].iloc[row]!r})")
+            raise DataError(f"{source}: column {col!r} must be numeric (data row {row + 1}: {plain(raw.iloc[row])})")
         df[col] = values.astype(float)
 
 
@@ -128,7 +180,9 @@ def _check(df: pd.DataFrame, col: str, source: str, ok, expected: str) -> None:
     bad = ~np.isfinite(values) | ~ok(np.nan_to_num(values, nan=-math.inf))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{source}: column {col!r} must be finite and {expected} (data row {row + 1}: {values[row]!r})")
+        raise DataError(
+            f"{source}: column {col!r} must be finite and {expected} (data row {row + 1}: {plain(values[row])})"
+        )
 
 
 def cell_label(n_params: float, tpp: float) -> str:

@@ -16,6 +16,7 @@ from scaling.fit.table import human
 from scaling.report import figures
 from scaling.report.analysis import ReportFit
 from scaling.report.data import MECHANISMS, StudyTables
+from scaling.report.residuals import surface_residuals
 from scaling.report.summary import Summary, decay_ratios, summarise, surface_reason
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
@@ -74,6 +75,8 @@ _SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None]
      "cell's val_loss at its loss-optimal decay; right: log residuals of that fit.",
      lambda t, f: None if f.fit is not None and f.fit.surface is not None else f"the loss surface could not be fitted ({surface_reason(f)})",
      figures.loss_surface),
+    ("surface-residuals", "Loss-surface residuals", "Goodness of fit of the loss surface: RMS, worst cell, warnings.",
+     lambda t, f: None if f.fit is not None and f.fit.surface is not None else "no loss surface", surface_residuals),
     ("mechanisms", "Mechanisms",
      "Linear-probe accuracy on frozen hidden states, effective rank of the attention query-key product, and the "
      "gap between held-out and training loss, against decay; one line per cell.",
