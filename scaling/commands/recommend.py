@@ -3,6 +3,7 @@
     scaling recommend --trials results/ladder/trials.csv --params 1B --tokens 20B
     scaling recommend --trials results/ladder/trials.csv --params 1e9 --tpp 140 --json
     scaling recommend --trials results/ladder/trials.csv --compute 1e21
+    scaling recommend --trials results/ladder/trials.csv --params 0.5B --tpp 20 --lr 2.5e-4 --batch-tokens 1M
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import re
 
 from scaling.commands.fit import add_table_arguments, fit_options
-from scaling.errors import ConfigError
+from scaling.errors import ConfigError, FitError
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
 
@@ -41,6 +42,9 @@ def register(sub) -> None:
     p.add_argument("--tpp", type=parse_amount, default=None, help="tokens per parameter (D = TPP * N)")
     p.add_argument("--compute", type=parse_amount, default=None,
                    help="FLOP budget C = 6ND; N and D from the loss surface's compute-optimal allocation")
+    p.add_argument("--lr", type=parse_amount, default=None, help="the target run's peak learning rate (default: the study's)")
+    p.add_argument("--batch-tokens", type=parse_amount, default=None, dest="batch_tokens",
+                   help="the target run's tokens per optimizer step (default: the study's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_table_arguments(p)
     p.set_defaults(func=run)
@@ -58,11 +62,14 @@ def run(args: argparse.Namespace) -> int:
     options = fit_options(args)
     df = read_table(args.trials)
     rec = recommend(
-        df, n_params=args.params, n_tokens=args.tokens, tpp=args.tpp, compute=args.compute,
-        source=str(args.trials), **options,
+        df, n_params=args.params, n_tokens=args.tokens, tpp=args.tpp, compute=args.compute, lr=args.lr,
+        batch_tokens=args.batch_tokens, source=str(args.trials), **options,
     )  # fmt: skip
     if args.json:
-        print(json.dumps(rec.to_dict(), allow_nan=False))
+        try:
+            print(json.dumps(rec.to_dict(), allow_nan=False))
+        except ValueError:
+            raise FitError("the recommendation has a non-finite number (the budget is too far from the study)") from None
     else:
         print(rec.summary())
     return 0

@@ -301,10 +301,11 @@ def _study_surface(optima, n_bootstrap, seed, ci_level, warnings: list[str]) -> 
     decay*; at a censored cell, at the grid edge: an upper bound on the cell's best loss)."""
     cells = [o for o in optima if o.objective == "val_loss"]
     try:
-        surface = fit_loss_surface(
-            [o.n_params for o in cells], [o.n_tokens for o in cells], [o.value_at_opt for o in cells],
-            n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed,
-        )  # fmt: skip
+        with np.errstate(all="ignore"):  # bootstrap refits of a 5-parameter law on few cells may overflow
+            surface = fit_loss_surface(
+                [o.n_params for o in cells], [o.n_tokens for o in cells], [o.value_at_opt for o in cells],
+                n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed,
+            )  # fmt: skip
     except FitError as exc:
         warnings.append(f"loss surface not fitted: {exc}")
         return None
