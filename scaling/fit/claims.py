@@ -102,7 +102,7 @@ def plastic_above_loss(loss: Sequence[CellOptimum], plastic: Sequence[CellOptimu
             pooled_points.append(pl_point - lo_point)
             pooled_draws.append(pl_draws - lo_draws)
     pooled, note = _pool("pooled delta", pooled_points, pooled_draws, level, +1.0, "cells with both optima interior")
-    return Claim("plastic_above_loss", "The plasticity-optimal decay is larger than the loss-optimal one "
+    return Claim("plastic_above_loss", "Claim 'plasticity wants more decay than base loss' "
                  "(delta = ln decay*_plastic - ln decay*_loss > 0)", tuple(rows), (pooled,), pooled.verdict, level,
                  note)  # fmt: skip
 
@@ -135,8 +135,8 @@ def optima_fall_with_tpp(optima_by_objective: dict[str, Sequence[CellOptimum]], 
     verdicts = [r.verdict for r in pooled]
     overall = SUPPORTS if verdicts and all(v == SUPPORTS for v in verdicts) else (
         AGAINST if AGAINST in verdicts else UNSURE)  # fmt: skip
-    return Claim("optima_fall_with_tpp", "Both optima fall as TPP grows (slope of ln decay* in ln TPP < 0 for "
-                 "each objective)", tuple(rows), tuple(pooled), overall, level,
+    return Claim("optima_fall_with_tpp", "Claim 'both optima fall as TPP grows' (slope of ln decay* in ln TPP < 0 "
+                 "for each objective)", tuple(rows), tuple(pooled), overall, level,
                  " ".join(n for n in notes if n))  # fmt: skip
 
 
