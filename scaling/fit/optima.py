@@ -35,6 +35,7 @@ from scaling.errors import DataError, FitError
 from scaling.fit import response
 from scaling.fit.table import cell_label
 
+WALL_CUT: float | None = 10.0  # drop decays higher up the wall than this many noise sd above the best
 MIN_DECAYS = 4  # distinct decays a cell needs: the response model has 4 shape parameters
 MIN_LOG_SD = 0.01  # floor on a cell's sd of ln decay* (keeps law weights finite)
 DEFAULT_DELTA = 0.01  # tolerance in the objective's units (nats/token for val_loss, score for ft_score)
@@ -170,25 +171,13 @@ def cell_estimates(
     rng = np.random.default_rng(seed)
     cells, skipped = _cells(df, objectives)
 
-    # 1. point fits, per cell and objective
-    fits: dict[tuple[int, str], tuple] = {}
-    for i, cell in enumerate(cells):
-        for objective, direction in objectives.items():
-            rows = cell["rows"][np.isfinite(cell["values"][objective])]
-            if np.unique(cell["decay"][rows]).size < MIN_DECAYS:
-                continue
-            sign = 1.0 if direction == "min" else -1.0
-            des = response.design(cell["decay"][rows], cell["block"][rows])
-            y = sign * cell["values"][objective][rows]
-            point = response.fit_many(des, y[None, :])
-            fits[(i, objective)] = (rows, des, y, point)
-    noise: dict[str, tuple[float, int]] = {}
+    # 1. point fits, per cell and objective; then again without the wall's upper part (see _trim)
+    fits = _point_fits(cells, objectives, None)
+    noise = _pooled_noise(fits, objectives)
+    if WALL_CUT is not None and noise:
+        fits = _point_fits(cells, objectives, {obj: WALL_CUT * sd for obj, (sd, _) in noise.items()})
+        noise = _pooled_noise(fits, objectives)
     pools: dict[str, np.ndarray] = {}
-    for objective in objectives:
-        rss = sum(float(f[3].rss[0]) for (i, o), f in fits.items() if o == objective and f[1].df_resid > 0)
-        dof = sum(f[1].df_resid for (i, o), f in fits.items() if o == objective and f[1].df_resid > 0)
-        if dof > 0:
-            noise[objective] = (math.sqrt(rss / dof), dof)
     # 2. pooled residuals, one row per trial, all objectives side by side (NaN where missing)
     n_rows = len(df)
     resid = np.full((n_rows, len(objectives)), np.nan)
@@ -236,6 +225,45 @@ def cell_estimates(
                 skipped.append((cell["label"], f"{objective}: {n_dec} distinct decays with a value; the response "
                                                f"model needs {MIN_DECAYS}"))  # fmt: skip
     return CellEstimates({k: tuple(v) for k, v in out.items()}, tuple(skipped), noise)
+
+
+def _point_fits(cells, objectives, cuts) -> dict[tuple[int, str], tuple]:
+    fits: dict[tuple[int, str], tuple] = {}
+    for i, cell in enumerate(cells):
+        for objective, direction in objectives.items():
+            sign = 1.0 if direction == "min" else -1.0
+            rows = cell["rows"][np.isfinite(cell["values"][objective])]
+            if cuts is not None and objective in cuts:
+                rows = _trim(cell["decay"][rows], sign * cell["values"][objective][rows], rows, cuts[objective])
+            if np.unique(cell["decay"][rows]).size < MIN_DECAYS:
+                continue
+            des = response.design(cell["decay"][rows], cell["block"][rows])
+            y = sign * cell["values"][objective][rows]
+            fits[(i, objective)] = (rows, des, y, response.fit_many(des, y[None, :]))
+    return fits
+
+
+def _trim(decay: np.ndarray, y: np.ndarray, rows: np.ndarray, cut: float) -> np.ndarray:
+    """Drop the decays high up the wall: beyond the first decay (past the best) whose mean is more
+    than `cut` above the best mean. Keeps MIN_DECAYS decays at least."""
+    grid = np.unique(decay)
+    means = np.array([y[decay == g].mean() for g in grid])
+    k = int(np.argmin(means))
+    high = np.flatnonzero((means > means[k] + cut) & (np.arange(grid.size) > k))
+    if not high.size:
+        return rows
+    keep_to = max(int(high[0]), MIN_DECAYS - 1)
+    return rows[decay <= grid[min(keep_to, grid.size - 1)]]
+
+
+def _pooled_noise(fits, objectives) -> dict[str, tuple[float, int]]:
+    noise = {}
+    for objective in objectives:
+        rss = sum(float(f[3].rss[0]) for (i, o), f in fits.items() if o == objective and f[1].df_resid > 0)
+        dof = sum(f[1].df_resid for (i, o), f in fits.items() if o == objective and f[1].df_resid > 0)
+        if dof > 0:
+            noise[objective] = (math.sqrt(rss / dof), dof)
+    return noise
 
 
 def _cells(df: pd.DataFrame, objectives: Mapping[str, str]) -> tuple[list[dict], list[tuple[str, str]]]:
