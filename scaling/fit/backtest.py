@@ -3,8 +3,8 @@
 This is the check that separates a recommendation from a guess (design.md section 4.4): the
 cells of the largest N are held out, the law is refitted on the rest (the same automatic choice
 of form, so with fewer cells it may degrade), and each held-out bracketed cell's realised
-optimum (interior cells only) is compared with the prediction. The interval used for "inside" is
-the prediction interval for a *realised* optimum, i.e. it includes that cell's own bootstrap sd.
+optimum (interior cells only) is compared with the prediction interval (the law's variance
+already holds the cells' estimation scatter, see laws.py).
 `distance` is how far the refit extrapolated: held-out N / largest N it was fitted on.
 """
 
@@ -58,7 +58,7 @@ class Backtest:
 
     @property
     def n_inside(self) -> int:
-        return sum(c.inside for c in self.cases)
+        return int(sum(bool(c.inside) for c in self.cases))
 
     def to_dict(self) -> dict:
         mae = self.mean_abs_log_error
@@ -104,15 +104,14 @@ def backtest_law(
         return unavailable(f"cannot refit without the largest N: {exc}")
     cases = []
     for cell in test:
-        sd = cell.log_sd if math.isfinite(cell.log_sd) else 0.0
-        pred = law.predict(cell.n_params, cell.n_tokens, level=level, measurement_sd=sd)
+        pred = law.predict(cell.n_params, cell.n_tokens, level=level)
         realised = cell.tau_opt if response == "tau" else cell.decay_opt
         err = pred.log_value - math.log(realised)
         cases.append(
             BacktestCase(
                 cell=cell.cell, n_params=cell.n_params, n_tokens=cell.n_tokens, predicted=pred.value,
                 low=pred.low, high=pred.high, realised=realised, log_error=err, factor=math.exp(abs(err)),
-                inside=pred.contains(realised),
+                inside=bool(pred.contains(realised)),
             )
         )  # fmt: skip
     return Backtest(objective, True, None, largest, law.form, law.n_cells, level, tuple(cases), distance)

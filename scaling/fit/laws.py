@@ -9,11 +9,11 @@ For each objective separately (design.md section 4.3), with y = ln decay*, ln ta
     y = c + a ln N                   (form "n", when every cell shares one TPP)
 
 Censored likelihood (Tobit): an interior cell contributes its estimate y_i ~ Normal(x_i beta,
-s_i^2 + tau2), with s_i its bootstrap sd; a censored cell contributes the probability that its
-optimum lies beyond the grid edge it was censored at (below the smallest positive decay, above
-the largest), at the same variance with s_i the median of the interior cells'. tau2 is the
-between-cell (random-effects) variance: how far a cell's true optimum sits from any smooth law.
-Fitted by maximum likelihood.
+tau2); a censored cell contributes the probability that its optimum lies beyond the grid edge it
+was censored at (below the smallest positive decay, above the largest). tau2 is the random-effects
+variance: how far a cell's estimated optimum sits from the law, between-cell deviation and
+estimation error together (per-cell bootstrap sds were tried as weights and gave intervals that
+covered too little; docs/fitting.md). Fitted by maximum likelihood.
 
 Prediction interval for a new (N, D): x0 beta +- t(df) sqrt(x0 V x0' + tau2 n / (n - p)), V the
 inverse observed information of beta, n the cells used, p the law's free coefficients (the
@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.stats import norm
+from scipy.special import log_ndtr
 from scipy.stats import t as student_t
 
 from scaling.errors import FitError
-from scaling.fit.optima import MIN_LOG_SD, CellOptimum
+from scaling.fit.optima import CellOptimum
 
 POWER_LINES_M = -0.53  # Bergsma et al. 2025: tau* ~ TPP^-0.53
 # form -> (terms, coefficient names, formula template)
@@ -260,9 +260,10 @@ def _fit(obs, excluded, objective, direction, form, response, ci_level) -> Decay
     x, offset = design(chosen, log_n, log_d)
     y = np.array([o.log_value for o in obs])
     kind = np.array([o.kind for o in obs])
-    sds = np.array([o.log_sd for o in interior])
-    fill = float(np.median(sds[np.isfinite(sds)])) if np.isfinite(sds).any() else 0.5
-    sd = np.array([max(o.log_sd, MIN_LOG_SD) if o.kind == "interior" and math.isfinite(o.log_sd) else fill for o in obs])
+    # Every cell gets the same variance tau2: the per-cell bootstrap sds are too heavy-tailed to
+    # weight by (a few cells with tiny sds dominated the law and its intervals covered 80% where
+    # 90% was claimed; docs/fitting.md), so tau2 holds the between-cell and the estimation scatter.
+    sd = np.zeros(len(obs))
     beta, tau2, cov = _tobit(y, x, offset, sd, kind)
     if not (np.all(np.isfinite(beta)) and np.all(np.abs(beta) < 1e3) and math.isfinite(tau2) and tau2 < 1e4):
         raise FitError(f"{objective}: the censored likelihood of {formula} has no finite maximum (the bounds do not "
@@ -289,27 +290,40 @@ def _tobit(y, x, offset, sd, kind) -> tuple[np.ndarray, float, np.ndarray]:
     inside, below, above = kind == "interior", kind == "censored_below", kind == "censored_above"
     p = x.shape[1]
 
+    half_log_2pi = 0.5 * math.log(2.0 * math.pi)
+
     def nll(theta):
+        """Negative log-likelihood and its gradient in (beta, t), tau2 = t^2."""
         beta, t = theta[:p], theta[p]
         mu = x @ beta + offset
-        s = np.sqrt(sd * sd + t * t)
+        s2 = sd * sd + t * t
+        s = np.sqrt(s2)
         z = (y - mu) / s
-        out = np.sum(0.5 * z[inside] ** 2 + np.log(s[inside]))
-        out -= np.sum(norm.logcdf(z[below])) + np.sum(norm.logcdf(-z[above]))
-        return float(out)
+        value = np.sum(0.5 * z[inside] ** 2 + np.log(s[inside]))
+        d_z = np.where(inside, z, 0.0)  # d value / d z for interior cells, plus d/ds via log s below
+        d_t = np.where(inside, (t / s2) * (1.0 - z * z), 0.0)
+        for mask, sign in ((below, 1.0), (above, -1.0)):
+            if mask.any():
+                zz = sign * z[mask]
+                log_cdf = log_ndtr(zz)
+                value -= np.sum(log_cdf)
+                mills = np.exp(-0.5 * zz * zz - half_log_2pi - log_cdf)  # phi / Phi
+                d_z[mask] = -sign * mills
+                d_t[mask] = sign * mills * z[mask] * t / s2[mask]
+        grad_beta = -(d_z / s) @ x
+        return float(value), np.concatenate([grad_beta, [np.sum(d_t)]])
 
-    w = 1.0 / sd[inside] ** 2
     xi = x[inside]
-    start, *_ = np.linalg.lstsq(xi * np.sqrt(w)[:, None], (y[inside] - offset[inside]) * np.sqrt(w), rcond=None)
+    start, *_ = np.linalg.lstsq(xi, y[inside] - offset[inside], rcond=None)
     resid = y[inside] - offset[inside] - xi @ start
     t0 = max(float(np.std(resid)), 0.05)
     best = None
     for t_start in (t0, 0.3 * t0 + 0.01):
-        res = minimize(nll, np.concatenate([start, [t_start]]), method="BFGS")
+        res = minimize(nll, np.concatenate([start, [t_start]]), jac=True, method="L-BFGS-B")
         if best is None or res.fun < best.fun:
             best = res
     beta, tau2 = best.x[:p], float(best.x[p] ** 2)
-    h = _hessian(lambda b: nll(np.concatenate([b, best.x[p:]])), beta)
+    h = _hessian(lambda b: nll(np.concatenate([b, best.x[p:]]))[0], beta)
     try:
         cov = np.linalg.inv(h)
     except np.linalg.LinAlgError:
