@@ -119,7 +119,7 @@ def test_per_cell_intervals_cover_the_truth_at_measured_noise():
     columns = {"val_loss": "log_decay_loss_opt", "ft_score": "log_decay_plastic_opt"}
     for k in range(6):
         trials, cells = simulate_trials(Truth(), seeds=3, rng=500 + k)
-        est = cell_estimates(trials, {"val_loss": "min", "ft_score": "max"}, n_bootstrap=100, seed=k)
+        est = cell_estimates(trials, {"val_loss": "min", "ft_score": "max"}, n_bootstrap=60, seed=k)
         for obj, col in columns.items():
             truth = dict(zip(cells["cell"], np.exp(cells[col])))
             hits[obj] += [o.low <= truth[o.cell] <= o.high for o in est.optima[obj]]

@@ -42,8 +42,8 @@ def register(sub) -> None:
     p.add_argument("--tpp", type=parse_amount, default=None, help="tokens per parameter (D = TPP * N)")
     p.add_argument("--compute", type=parse_amount, default=None,
                    help="FLOP budget C = 6ND; N and D from the loss surface's compute-optimal allocation")
-    p.add_argument("--lr", type=parse_amount, default=None, help="the target run's peak learning rate (default: the study's)")
-    p.add_argument("--batch-tokens", type=parse_amount, default=None, dest="batch_tokens",
+    p.add_argument("--lr", default=None, help="the target run's peak learning rate (default: the study's)")
+    p.add_argument("--batch-tokens", default=None, dest="batch_tokens",
                    help="the target run's tokens per optimizer step (default: the study's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_table_arguments(p)
@@ -59,11 +59,19 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give --compute alone, or --params with --tokens or --tpp")
     elif args.params is None or (args.tokens is None) == (args.tpp is None):
         raise ConfigError("give --params with exactly one of --tokens or --tpp, or --compute alone")
+    recipe = {}
+    for name, flag in (("lr", "--lr"), ("batch_tokens", "--batch-tokens")):
+        value = getattr(args, name)
+        if value is not None:
+            try:
+                recipe[name] = parse_amount(value)
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
     options = fit_options(args)
     df = read_table(args.trials)
     rec = recommend(
-        df, n_params=args.params, n_tokens=args.tokens, tpp=args.tpp, compute=args.compute, lr=args.lr,
-        batch_tokens=args.batch_tokens, source=str(args.trials), **options,
+        df, n_params=args.params, n_tokens=args.tokens, tpp=args.tpp, compute=args.compute, **recipe,
+        source=str(args.trials), **options,
     )  # fmt: skip
     if args.json:
         try:

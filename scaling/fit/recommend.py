@@ -39,6 +39,7 @@ from scaling.fit.studyfit import StudyFit, fit_study
 from scaling.fit.table import human
 
 OBJECTIVES = {"decay_loss_opt": "val_loss", "decay_plastic_opt": "ft_score"}
+MAX_FACTOR = 1e6  # refuse budgets more than this factor outside the study's N or D range
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,10 @@ def recommend(
         raise FitError(f"{fit.source}: the table has no decay column, so there is nothing to recommend")
     warnings: list[str] = []
     n, d, allocation = _budget(fit, n_params, n_tokens, tpp, compute, warnings)
+    for name, value, (lo, hi) in (("N", n, fit.n_range), ("D", d, fit.d_range)):
+        if not lo / MAX_FACTOR <= value <= hi * MAX_FACTOR:
+            raise ConfigError(f"recommend: {name} = {value:.3g} is more than {MAX_FACTOR:.0e}x outside the study's "
+                              f"range ({lo:.3g} to {hi:.3g}); no law can be carried that far")  # fmt: skip
     study_lr, study_b = fit.lr, fit.batch_tokens
     target_lr = float(lr) if lr is not None else study_lr
     target_b = float(batch_tokens) if batch_tokens is not None else study_b
