@@ -97,8 +97,10 @@ def simulate_trials(
     taus: Sequence[float] = TAUS,
     seeds: int = 3,
     rng: np.random.Generator | int = 0,
+    delta: float = 0.01,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, cells): a trials table and each cell's true ln decay* / ln tau* per objective."""
+    """(trials, cells): a trials table and each cell's truth per objective: ln decay*, ln tau*, and
+    decay_tol (largest searched-range decay within `delta` of the best; 0 if only decay 0)."""
     rng = np.random.default_rng(rng)
     rows, cells = [], []
     number = 0
@@ -118,6 +120,9 @@ def simulate_trials(
             })  # fmt: skip
             shift = math.exp(rng.normal(0.0, truth.grid_shift_sd))
             cell_taus = [math.inf] + [t * shift for t in taus]
+            for obj, name in (("val_loss", "tol_loss"), ("ft_score", "tol_plastic")):
+                scale = truth.batch_tokens / (truth.lr * d)  # decay = scale / tau
+                cells[-1][name] = scale * true_tolerance(truth.shape(obj), u_opt[obj], [t * shift for t in taus], delta)
             base = float(truth.surface(n, d))
             skill = float(np.clip(0.25 + 0.04 * math.log(n / 1e4) + 0.02 * math.log(r), 0.05, 0.9))
             seed_l = rng.normal(0.0, truth.loss_seed_sd, seeds)
@@ -139,6 +144,15 @@ def simulate_trials(
     return pd.DataFrame(rows), pd.DataFrame(cells)
 
 
+def true_tolerance(shape: Shape, u_opt: float, taus: Sequence[float], delta: float) -> float:
+    """The true decay_tol as a multiple of B / (lr D): the largest tau^-1 in the searched range
+    (tau = inf and [min tau, max tau]) whose g is within delta of the range's best."""
+    u = np.concatenate([[math.inf], np.linspace(math.log(max(taus)), math.log(min(taus)), 4001)])
+    g = shape.g(u, u_opt)
+    ok = np.flatnonzero(g <= g.min() + delta)
+    return 0.0 if ok.max() == 0 else float(np.exp(-u[ok.max()]))
+
+
 def _short(n: float) -> str:
     for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if n >= scale:
@@ -153,22 +167,25 @@ class Coverage:
     n_studies: int
     level: float
     cell_hits: dict  # objective -> (hits, cells)
+    tol_hits: dict  # objective -> (hits, cells) for decay_tol
     cell_kinds: dict  # objective -> {kind: count}
     law_hits: dict  # objective -> (hits, studies with a law)
     law_width_decades: dict  # objective -> median width of the prediction interval, in decades
     law_failures: dict  # objective -> studies where no law could be fitted
 
     def rate(self, what: str, objective: str) -> float:
-        hits, total = (self.cell_hits if what == "cell" else self.law_hits)[objective]
+        hits, total = {"cell": self.cell_hits, "tolerance": self.tol_hits, "law": self.law_hits}[what][objective]
         return hits / total if total else math.nan
 
     def lines(self) -> list[str]:
         out = []
         for obj in self.cell_hits:
             ch, ct = self.cell_hits[obj]
+            th, tt = self.tol_hits[obj]
             lh, lt = self.law_hits[obj]
             out.append(
-                f"{obj}: per-cell decay* {ch}/{ct} = {ch / max(ct, 1):.3f} ({self.cell_kinds[obj]}); law 4x beyond "
+                f"{obj}: per-cell decay* {ch}/{ct} = {ch / max(ct, 1):.3f} ({self.cell_kinds[obj]}); per-cell "
+                f"decay_tol {th}/{tt} = {th / max(tt, 1):.3f}; law 4x beyond "
                 f"the largest N {lh}/{lt} = {lh / max(lt, 1):.3f}, median PI width "
                 f"{self.law_width_decades[obj]:.2f} decades, no law in {self.law_failures[obj]} studies"
             )
@@ -197,6 +214,8 @@ def coverage(
     objectives = {"val_loss": "min", "ft_score": "max"}
     columns = {"val_loss": "log_decay_loss_opt", "ft_score": "log_decay_plastic_opt"}
     cell_hits = {o: [0, 0] for o in objectives}
+    tol_hits = {o: [0, 0] for o in objectives}
+    tol_columns = {"val_loss": "tol_loss", "ft_score": "tol_plastic"}
     kinds = {o: {} for o in objectives}
     law_hits = {o: [0, 0] for o in objectives}
     widths = {o: [] for o in objectives}
@@ -209,7 +228,10 @@ def coverage(
         est = cell_estimates(trials, objectives, n_bootstrap=n_bootstrap, level=level, seed=first_seed + k)
         for obj in objectives:
             true = dict(zip(cells["cell"], cells[columns[obj]]))
+            true_tol = dict(zip(cells["cell"], cells[tol_columns[obj]]))
             for o in est.optima[obj]:
+                tol_hits[obj][0] += bool(o.tol_low <= true_tol[o.cell] <= o.tol_high)
+                tol_hits[obj][1] += 1
                 t = math.exp(true[o.cell])
                 cell_hits[obj][0] += bool(o.low <= t <= o.high)
                 cell_hits[obj][1] += 1
@@ -226,7 +248,8 @@ def coverage(
             law_hits[obj][1] += 1
             widths[obj].append((pred.log_high - pred.log_low) / math.log(10.0))
     return Coverage(
-        n_studies=n_studies, level=level, cell_hits={o: tuple(v) for o, v in cell_hits.items()}, cell_kinds=kinds,
+        n_studies=n_studies, level=level, cell_hits={o: tuple(v) for o, v in cell_hits.items()},
+        tol_hits={o: tuple(v) for o, v in tol_hits.items()}, cell_kinds=kinds,
         law_hits={o: tuple(v) for o, v in law_hits.items()},
         law_width_decades={o: float(np.median(w)) if w else math.nan for o, w in widths.items()},
         law_failures=failures,
