@@ -171,6 +171,10 @@ def _recommendation(rfit: ReportFit) -> list[str]:
     rec, budget = rfit.recommendation, rfit.next_budget
     if rec is None:
         return [f"No recommendation for the {budget.describe()}: no decay law could be fitted."]
+    chosen = [c for c in (rec.decay_loss_opt, rec.decay_plastic_opt) if c is not None]
+    if all(c.value is None for c in chosen):
+        return [f"No recommendation for the {budget.describe()}: no decay law could be fitted; "
+                + "; ".join(f"{c.objective}: {c.reason}" for c in chosen) + "."]  # fmt: skip
     out = [f"For the {budget.describe()}:"]
     for name, choice in (("loss-optimal", rec.decay_loss_opt), ("plasticity-optimal", rec.decay_plastic_opt)):
         if choice is None:
