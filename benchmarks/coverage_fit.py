@@ -2,8 +2,8 @@
 
     python benchmarks/coverage_fit.py [N_STUDIES] [SEEDS] [SHAPE]
 
-SHAPE "grid" (default): 4 sizes x 3 TPPs, 7 taus + decay 0; "quickstart": 3 sizes x 2 TPPs,
-5 taus + decay 0 (the measured quickstart's shape).
+SHAPE "grid" (default): 4 sizes x 3 TPPs; "quickstart": 3 sizes x 2 TPPs (the measured
+quickstart's cells); both search 7 taus + decay 0 per cell.
 
 Each study is scaling.fit.simulate's plateau+wall truth (per-trial sd 0.02 val_loss, 0.03
 ft_score, seed effects shared across a cell's decays, per-cell tau grids so some optima are

@@ -105,7 +105,9 @@ def main(path: str = "results/quickstart/trials.csv") -> None:
         a = np.sqrt(np.mean(np.square(pooled[(fname, "all")])))
         b = np.sqrt(np.mean(np.square(pooled[(fname, "interior")])))
         wins = int((table[fname] <= table.min(axis=1) + 1e-12).sum())
-        print(f"  {fname:16s} every positive decay {a:.4f}   interior decays {b:.4f}   best on {wins} curves")
+        med = float(table[fname].median())
+        print(f"  {fname:16s} every positive decay {a:.4f}   interior decays {b:.4f} (median curve {med:.4f})   "
+              f"best on {wins} curves")
 
 
 if __name__ == "__main__":

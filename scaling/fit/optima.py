@@ -42,6 +42,7 @@ DEFAULT_DELTA = 0.01  # tolerance in the objective's units (nats/token for val_l
 KINDS = ("interior", "censored_below", "censored_above")
 BASIS_SEEDS = "seed replicates"
 BASIS_MODEL = "response-model smoothness (one seed per decay)"
+BASIS_NONE = "none: no cell has more trials than the model's parameters, so the noise is not measured"
 
 
 @dataclass(frozen=True)
@@ -201,13 +202,8 @@ def cell_estimates(
             if key not in fits:
                 continue
             rows, des, y, point = fits[key]
-            if objective not in noise:
-                raise FitError(
-                    f"{objective}: no cell has more trials than the response model's {des.n_params} parameters, so "
-                    "the noise cannot be measured; search more decays or run more seeds"
-                )
             boot = None
-            if n_bootstrap > 0:
+            if n_bootstrap > 0 and objective in noise:
                 if joint:
                     if draws_index is None or draws_index.shape[1] != rows.size:
                         draws_index = complete[rng.integers(0, complete.size, (n_bootstrap, rows.size))]
@@ -217,7 +213,7 @@ def cell_estimates(
                     e = resid[pool[rng.integers(0, pool.size, (n_bootstrap, rows.size))], j]
                 boot = response.fit_many(des, point.fitted[0][None, :] + e)
             out[objective].append(_estimate(cell, rows, des, point, boot, objective, direction, level,
-                                            deltas[objective], noise[objective][0]))  # fmt: skip
+                                            deltas[objective], noise.get(objective, (math.nan, 0))[0]))  # fmt: skip
     for objective, direction in objectives.items():
         for cell in cells:
             n_dec = np.unique(cell["decay"][np.isfinite(cell["values"][objective])]).size
@@ -332,10 +328,16 @@ def _estimate(cell, rows, des, point, boot, objective, direction, level, delta, 
         delta=delta, n_trials=int(rows.size), n_seeds=des.n_blocks, best_observed_decay=best_observed,
         value_at_opt=float(sign * at), curvature=float(sign * curvature), lr=lr, batch_tokens=batch,
         tau_opt=float(tau_opt), decays_searched=tuple(float(v) for v in des.grid), level=level,
-        noise_sd=noise_sd, interval_basis=BASIS_SEEDS if des.n_blocks > 1 else BASIS_MODEL, evidence=evidence,
+        noise_sd=noise_sd, interval_basis=_basis(des, noise_sd), evidence=evidence,
         shape=(r, float(c0), float(c1), float(c2), des.decay_ref),
         reason=None if kind == "interior" else evidence, draws=draws, tol_draws=tol_draws,
     )  # fmt: skip
+
+
+def _basis(des, noise_sd: float) -> str:
+    if not math.isfinite(noise_sd):
+        return BASIS_NONE
+    return BASIS_SEEDS if des.n_blocks > 1 else BASIS_MODEL
 
 
 def _kind(log_value: float, ln_min: float, ln_max: float) -> str:

@@ -201,7 +201,10 @@ def fit_study(
         if censored:
             warnings.append(f"{objective}: decay* censored (beyond the searched decays) in {len(censored)} of "
                             f"{len(cells)} cells: {', '.join(censored)}")  # fmt: skip
-        if any(o.n_seeds == 1 for o in cells):
+        if any(not math.isfinite(o.noise_sd) for o in cells):
+            warnings.append(f"{objective}: no interval: no cell has more trials than the response model's parameters, "
+                            "so the noise cannot be measured; search more decays or run more seeds")  # fmt: skip
+        elif any(o.n_seeds == 1 for o in cells):
             warnings.append(f"{objective}: one seed per decay in some cells: their intervals rest on the response "
                             "model's smoothness (the noise is what the model leaves unexplained)")  # fmt: skip
         try:
