@@ -154,15 +154,15 @@ def recommend(
     if fit is None:
         if df is None:
             raise ConfigError("recommend: pass a trials table or a StudyFit")
+        if compute is None:  # absurd budgets fail before the (slow) fit
+            n, d, _ = _given(n_params, n_tokens, tpp)
+            _check_range(n, d, _table_range(df, "n_params"), _table_range(df, "n_tokens"))
         fit = fit_study(df, level=level, **fit_options)
     if fit.mode != "study":
         raise FitError(f"{fit.source}: the table has no decay column, so there is nothing to recommend")
     warnings: list[str] = []
     n, d, allocation = _budget(fit, n_params, n_tokens, tpp, compute, warnings)
-    for name, value, (lo, hi) in (("N", n, fit.n_range), ("D", d, fit.d_range)):
-        if not lo / MAX_FACTOR <= value <= hi * MAX_FACTOR:
-            raise ConfigError(f"recommend: {name} = {value:.3g} is more than {MAX_FACTOR:.0e}x outside the study's "
-                              f"range ({lo:.3g} to {hi:.3g}); no law can be carried that far")  # fmt: skip
+    _check_range(n, d, fit.n_range, fit.d_range)
     study_lr, study_b = fit.lr, fit.batch_tokens
     target_lr = float(lr) if lr is not None else study_lr
     target_b = float(batch_tokens) if batch_tokens is not None else study_b
@@ -296,6 +296,32 @@ def _bound(fit, objective) -> tuple[float, float, str]:
                        "interior cells for a law")  # fmt: skip
 
 
+def _check_range(n: float, d: float, n_range, d_range) -> None:
+    for name, value, (lo, hi) in (("N", n, n_range), ("D", d, d_range)):
+        if math.isfinite(lo) and math.isfinite(hi) and not lo / MAX_FACTOR <= value <= hi * MAX_FACTOR:
+            raise ConfigError(f"recommend: {name} = {value:.3g} is more than {MAX_FACTOR:.0e}x outside the study's "
+                              f"range ({lo:.3g} to {hi:.3g}); no law can be carried that far")  # fmt: skip
+
+
+def _table_range(df: pd.DataFrame, column: str) -> tuple[float, float]:
+    values = pd.to_numeric(df[column], errors="coerce") if column in df.columns else pd.Series(dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    return (float(values.min()), float(values.max())) if len(values) else (math.nan, math.nan)
+
+
+def _given(n_params, n_tokens, tpp) -> tuple[float, float, str]:
+    """(N, D) from n_params with n_tokens or tpp, checked."""
+    for name, value in (("n_params", n_params), ("n_tokens", n_tokens), ("tpp", tpp)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"recommend: {name} must be a positive number, got {value!r}")
+    if n_params is None or (n_tokens is None) == (tpp is None):
+        raise ConfigError("recommend: give n_params with exactly one of n_tokens or tpp, or compute alone")
+    d = float(n_tokens) if n_tokens is not None else float(tpp) * float(n_params)
+    if not (math.isfinite(d) and d < 1e300 and float(n_params) < 1e300):
+        raise ConfigError(f"recommend: the budget overflows (N = {float(n_params):.3g}, D = {d:.3g})")
+    return float(n_params), d, "given"
+
+
 def _budget(fit: StudyFit, n_params, n_tokens, tpp, compute, warnings: list[str]) -> tuple[float, float, str]:
     given = {"n_params": n_params, "n_tokens": n_tokens, "tpp": tpp, "compute": compute}
     for name, value in given.items():
@@ -311,12 +337,7 @@ def _budget(fit: StudyFit, n_params, n_tokens, tpp, compute, warnings: list[str]
             )
         opt = fit.surface.compute_optimal(float(compute))
         return opt.n_params, opt.n_tokens, "compute-optimal allocation of the fitted loss surface (C = 6ND)"
-    if n_params is None or (n_tokens is None) == (tpp is None):
-        raise ConfigError("recommend: give n_params with exactly one of n_tokens or tpp, or compute alone")
-    d = float(n_tokens) if n_tokens is not None else float(tpp) * float(n_params)
-    if not (math.isfinite(d) and d < 1e300 and float(n_params) < 1e300):
-        raise ConfigError(f"recommend: the budget overflows (N = {float(n_params):.3g}, D = {d:.3g})")
-    return float(n_params), d, "given"
+    return _given(n_params, n_tokens, tpp)
 
 
 def _loss_curvature(fit: StudyFit) -> float:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-R_GRID = np.geomspace(0.05, 4.0, 36)  # candidate exponents r of z = (decay / decay_ref)^r
+R_GRID = np.geomspace(0.05, 2.0, 30)  # candidate exponents r of z = (decay / decay_ref)^r (wall up to decay^4)
 CURVE_POINTS = 481  # decays (plus decay 0) on which the tolerance estimand is located
 
 
