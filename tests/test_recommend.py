@@ -6,11 +6,12 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from scaling.cli import main
 from scaling.commands.recommend import parse_amount
-from scaling.errors import ConfigError, FitError
+from scaling.errors import ConfigError
 from scaling.fit import fit_study
 from scaling.fit.recommend import recommend
 from scaling.fit.simulate import Truth, simulate_trials
@@ -79,8 +80,8 @@ def test_an_all_censored_study_recommends_the_tolerance_or_a_bound():
 
 def test_the_real_quickstart_answers_for_a_half_billion_model_at_20_tpp():
     """One seed, most optima censored: a decay with an interval, or the reason there is none."""
-    rec = recommend(fit=fit_study(QUICKSTART.read_text() and __import__("pandas").read_csv(QUICKSTART),
-                                  n_bootstrap=40), n_params=5e8, tpp=20, lr=2.5e-4, batch_tokens=2**20)  # fmt: skip
+    fit = fit_study(pd.read_csv(QUICKSTART), n_bootstrap=40)
+    rec = recommend(fit=fit, n_params=5e8, tpp=20, lr=2.5e-4, batch_tokens=2**20)
     for choice in (rec.decay_loss_opt, rec.decay_plastic_opt):
         assert choice is not None
         assert (choice.value is not None and choice.low < choice.value < choice.high) or choice.reason

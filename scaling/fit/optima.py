@@ -24,7 +24,7 @@ where the bootstrap often puts the optimum beyond the grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
