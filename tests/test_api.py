@@ -36,7 +36,7 @@ def test_the_readme_training_example_runs_as_written_on_a_tiny_spec(tmp_path, mo
     exec(compile(block.replace("studies/quickstart.toml", "tiny.toml"), "README.md", "exec"), namespace)
     assert namespace["metrics"]["val_loss"] > 0 and "ft_arithmetic_after" in namespace["metrics"]
     outcome = namespace["outcome"]
-    assert outcome.n_trials == 3 and outcome.report.is_file()
+    assert outcome.n_trials == 4 and outcome.report.is_file()  # the tiny spec: one cell x 4 decays
     assert outcome.trials_csv.resolve() == tmp_path / "results" / "tiny-run" / "trials.csv"
 
 

@@ -1,4 +1,4 @@
-"""Argument helpers shared by subcommands that build a RunConfig."""
+"""Argument helpers shared by subcommands: RunConfig flags, amounts such as 1.5B, budgets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,32 @@ import argparse
 from typing import Any
 
 from scaling.config import DECAY_MODES, DECAY_PARAMS, DEVICES, SCHEDULES, RunConfig
+from scaling.core.numbers import parse_amount
+from scaling.errors import ConfigError
+
+
+def amount(text: str) -> float:
+    """argparse `type=` for amounts such as 1e9, 300k, 1.5B (scaling.core.numbers.parse_amount)."""
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_budget_arguments(p: argparse.ArgumentParser, compute_help: str) -> None:
+    """--params with --tokens or --tpp, or --compute alone (check them with `check_budget`)."""
+    p.add_argument("--params", type=amount, default=None, help="non-embedding parameters N (e.g. 1e9, 1B)")
+    p.add_argument("--tokens", type=amount, default=None, help="pretraining tokens D (e.g. 20B)")
+    p.add_argument("--tpp", type=amount, default=None, help="tokens per parameter (D = TPP * N)")
+    p.add_argument("--compute", type=amount, default=None, help=compute_help)
+
+
+def check_budget(args: argparse.Namespace) -> None:
+    if args.compute is not None:
+        if any(v is not None for v in (args.params, args.tokens, args.tpp)):
+            raise ConfigError("give --compute alone, or --params with --tokens or --tpp")
+    elif args.params is None or (args.tokens is None) == (args.tpp is None):
+        raise ConfigError("give --params with exactly one of --tokens or --tpp, or --compute alone")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from scaling.errors import ConfigError, DataError
@@ -61,6 +62,8 @@ def add_table_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", type=float, default=0.9,
                    help="coverage of prediction and per-cell intervals, and of every interval of a surface-only fit "
                         "(default 0.9)")  # fmt: skip
+    p.add_argument("--delta", action="append", default=[], metavar="OBJECTIVE=DELTA",
+                   help="tolerance of the decay_tol estimand in the objective's units (default 0.01); repeatable")
 
 
 def parse_columns(pairs: list[str], objectives: dict[str, str] | None = None) -> dict[str, str]:
@@ -110,8 +113,18 @@ def fit_options(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--bootstrap: expected a count >= 0, got {args.bootstrap}")
     if not 0 < args.level < 1:
         raise ConfigError(f"--level: expected a coverage between 0 and 1, got {args.level}")
+    deltas = {}
+    for pair in args.delta:
+        name, sep, value = pair.partition("=")
+        try:
+            deltas[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--delta: expected OBJECTIVE=DELTA (e.g. val_loss=0.01), got {pair!r}") from None
+        if not sep or not (math.isfinite(deltas[name.strip()]) and deltas[name.strip()] > 0):
+            raise ConfigError(f"--delta: expected OBJECTIVE=DELTA with DELTA > 0, got {pair!r}")
     objectives = parse_objectives(args.objective)
     return {
+        "deltas": deltas or None,
         "columns": parse_columns(args.col, objectives) or None,
         "objectives": objectives,
         "n_bootstrap": 200 if args.bootstrap is None else args.bootstrap,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from scaling.commands.recommend import parse_amount
+from scaling.commands.common import add_budget_arguments, check_budget
 from scaling.errors import ConfigError
 
 
@@ -21,10 +21,7 @@ def register(sub) -> None:
                     "bootstrap refits stored in fits.json.",
     )  # fmt: skip
     p.add_argument("--fit", required=True, help="fits.json written by `scaling fit`")
-    p.add_argument("--params", type=parse_amount, default=None, help="non-embedding parameters N (e.g. 1e9, 1B)")
-    p.add_argument("--tokens", type=parse_amount, default=None, help="tokens D (e.g. 20B)")
-    p.add_argument("--tpp", type=parse_amount, default=None, help="tokens per parameter (D = TPP * N)")
-    p.add_argument("--compute", type=parse_amount, default=None, help="FLOP budget C = 6ND: the compute-optimal N*, D*")
+    add_budget_arguments(p, "FLOP budget C = 6ND: the compute-optimal N*, D*")
     p.add_argument("--level", type=float, default=None, help="interval coverage (default: the fit's level)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -34,11 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from scaling.fit.predict import load_surface, predict_allocation, predict_loss
     from scaling.fit.table import human
 
-    if args.compute is not None:
-        if any(v is not None for v in (args.params, args.tokens, args.tpp)):
-            raise ConfigError("give --compute alone, or --params with --tokens or --tpp")
-    elif args.params is None or (args.tokens is None) == (args.tpp is None):
-        raise ConfigError("give --params with exactly one of --tokens or --tpp, or --compute alone")
+    check_budget(args)
     if args.level is not None and not 0 < args.level < 1:
         raise ConfigError(f"--level: expected a coverage between 0 and 1, got {args.level}")
     surface = load_surface(args.fit)

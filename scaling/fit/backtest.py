@@ -3,8 +3,9 @@
 This is the check that separates a recommendation from a guess (design.md section 4.4): the
 cells of the largest N are held out, the law is refitted on the rest (the same automatic choice
 of form, so with fewer cells it may degrade), and each held-out bracketed cell's realised
-optimum is compared with the prediction. The interval used for "inside" is the prediction
-interval for a *realised* optimum, i.e. it includes that cell's own bootstrap sd.
+optimum (interior cells only) is compared with the prediction interval (the law's variance
+already holds the cells' estimation scatter, see laws.py).
+`distance` is how far the refit extrapolated: held-out N / largest N it was fitted on.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Backtest:
     n_train_cells: int
     level: float
     cases: tuple[BacktestCase, ...]
+    distance: float = float("nan")  # held-out N / largest training N
 
     @property
     def mean_abs_log_error(self) -> float:
@@ -56,7 +58,7 @@ class Backtest:
 
     @property
     def n_inside(self) -> int:
-        return sum(c.inside for c in self.cases)
+        return int(sum(bool(c.inside) for c in self.cases))
 
     def to_dict(self) -> dict:
         mae = self.mean_abs_log_error
@@ -69,6 +71,7 @@ class Backtest:
             "form": self.form,
             "n_train_cells": self.n_train_cells,
             "level": self.level,
+            "distance": self.distance if math.isfinite(self.distance) else None,
             "n_cases": len(self.cases),
             "n_inside": self.n_inside,
             "mean_abs_log_error": mae if math.isfinite(mae) else None,
@@ -78,41 +81,37 @@ class Backtest:
         }
 
 
-def backtest_law(optima: Sequence[CellOptimum], *, level: float = 0.9, form: str = "auto") -> Backtest:
-    """Hold out the largest N, refit on the rest, predict the held-out cells' optima."""
+def backtest_law(
+    optima: Sequence[CellOptimum], *, level: float = 0.9, form: str = "auto", response: str = "decay"
+) -> Backtest:
+    """Hold out the largest N, refit on the rest, predict the held-out interior cells."""
     if not optima:
         raise FitError("backtest: no cell optima")
     objective = optima[0].objective
     largest = max(o.n_params for o in optima)
     train = [o for o in optima if o.n_params < largest]
     test = [o for o in optima if o.n_params == largest and o.bracketed]
+    distance = largest / max((o.n_params for o in train), default=math.nan)
 
     def unavailable(reason: str, form_used: str | None = None) -> Backtest:
-        return Backtest(objective, False, reason, largest, form_used, sum(o.bracketed for o in train), level, ())
+        return Backtest(objective, False, reason, largest, form_used, len(train), level, (), distance)
 
     if not test:
-        return unavailable(f"no bracketed optimum at the largest N ({largest:.3g}) to check against")
+        return unavailable(f"no interior optimum at the largest N ({largest:.3g}) to check against")
     try:
-        law = fit_decay_law(train, form=form)
+        law = fit_decay_law(train, form=form, response=response, cross_validate=False)
     except FitError as exc:
         return unavailable(f"cannot refit without the largest N: {exc}")
     cases = []
     for cell in test:
-        sd = cell.log_sd if math.isfinite(cell.log_sd) else 0.0
-        pred = law.predict(cell.n_params, cell.n_tokens, level=level, measurement_sd=sd)
-        err = pred.log_value - math.log(cell.decay_opt)
+        pred = law.predict(cell.n_params, cell.n_tokens, level=level)
+        realised = cell.tau_opt if response == "tau" else cell.decay_opt
+        err = pred.log_value - math.log(realised)
         cases.append(
             BacktestCase(
-                cell=cell.cell,
-                n_params=cell.n_params,
-                n_tokens=cell.n_tokens,
-                predicted=pred.value,
-                low=pred.low,
-                high=pred.high,
-                realised=cell.decay_opt,
-                log_error=err,
-                factor=math.exp(abs(err)),
-                inside=pred.contains(cell.decay_opt),
+                cell=cell.cell, n_params=cell.n_params, n_tokens=cell.n_tokens, predicted=pred.value,
+                low=pred.low, high=pred.high, realised=realised, log_error=err, factor=math.exp(abs(err)),
+                inside=bool(pred.contains(realised)),
             )
-        )
-    return Backtest(objective, True, None, largest, law.form, law.n_cells, level, tuple(cases))
+        )  # fmt: skip
+    return Backtest(objective, True, None, largest, law.form, law.n_cells, level, tuple(cases), distance)

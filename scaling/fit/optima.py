@@ -1,45 +1,53 @@
-"""Per-cell optima: the decay that is best for one objective inside one (N, D) cell.
+"""Per-cell estimands: where in one (N, D) cell each objective is best, and what the data support.
 
-Within a cell, each objective is treated as a smooth function of log decay near its best
-observed point: a quadratic in ln(decay), fitted by least squares to the trials at the best
-observed decay and up to two searched decays on either side (a local window, so the far tails
-of the grid, where training degrades, do not bend the fit). The vertex is decay*.
+Each (cell, objective) is fitted with the response model of scaling.fit.response (a curve in
+ln tau that can be flat on the tau = inf side and steep on the other; seeds as block effects).
+From the fitted curve, three estimands, each with an interval at `level`:
 
-Honesty rules (design.md section 4.2): decay* is `bracketed` only if the best observed decay has
-a searched neighbour on each side in log space, the quadratic opens the right way and its vertex
-lies inside the window of decays it was fitted on. Otherwise the result is the best observed
-decay, `bracketed` is False and `reason` says why; nothing is extrapolated. decay = 0 (no weight
-decay, tau = inf) is a searched value but cannot sit on a log axis: it may be the best observed
-point (then the optimum is unbracketed on the low side) and it never enters the quadratic; the
-smallest positive decay is then the low edge of the log axis.
+- decay*: the curve's minimiser over decay in [0, inf). `kind` says what the data support:
+  "interior" (inside the searched positive decays: a value with an interval), "censored_below"
+  (below the smallest positive decay searched: only the upper bound `high` is informative) or
+  "censored_above" (above the largest: only `low` is). `evidence` gives the numbers behind a bound.
+- decay_tol: the largest decay in the searched range whose expected objective is within `delta`
+  of the curve's best there. It exists even on a plateau (where decay* is not identified), which
+  is why laws and recommendations can fall back on it. delta is in the objective's units.
 
-Uncertainty: a bootstrap over the cell's trials. When every searched decay has at least two
-trials (seeds), trials are resampled within each decay, after spreading each decay's values by
-sqrt(n/(n-1)) about their mean (with 2-3 seeds the plain bootstrap is far too narrow); otherwise
-trials are resampled as pairs (decay, value), which is cruder but still moves the optimum by
-dropping points. All resamples are located at once (`locate_many`) by the same rules; an
-unbracketed resample contributes its best observed decay. In simulation the 90% intervals cover
-the true optimum in 85-90% of cells (tests/test_fit_optima.py).
+Uncertainty: a residual bootstrap at the measured noise. Residuals (scaled by sqrt(n / df) for
+the fitted parameters) are pooled over the cells of an objective, then added to each cell's
+fitted curve and refitted. A trial's residuals for all objectives are drawn together, so the
+loss-optimal and plasticity-optimal draws are paired (the delta test uses that). With one seed
+per decay the noise is what the response model leaves unexplained, so the intervals rest on the
+model's smoothness; `interval_basis` says which. An interval is opened to 0 or inf on a side
+where the bootstrap often puts the optimum beyond the grid.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from scaling.errors import DataError, FitError
+from scaling.fit import response
 from scaling.fit.table import cell_label
 
-HALF_WINDOW = 2  # searched decays on each side of the best observed one used by the quadratic
-MIN_LOG_SD = 0.01  # floor on a cell's bootstrap sd of ln decay* (keeps law weights finite)
+WALL_CUT: float | None = 10.0  # drop decays higher up the wall than this many noise sd above the best
+MIN_DECAYS = 4  # distinct decays a cell needs: the response model has 4 shape parameters
+MIN_LOG_SD = 0.01  # floor on a cell's sd of ln decay* (keeps law weights finite)
+DEFAULT_DELTA = 0.01  # tolerance in the objective's units (nats/token for val_loss, score for ft_score)
+KINDS = ("interior", "censored_below", "censored_above")
+BASIS_SEEDS = "seed replicates"
+BASIS_MODEL = "response-model smoothness (one seed per decay)"
+BASIS_NONE = "none: no cell has more trials than the model's parameters, so the noise is not measured"
 
 
 @dataclass(frozen=True)
 class CellOptimum:
-    """decay* for one objective in one (n_params, n_tokens) cell."""
+    """decay* and decay_tol for one objective in one (n_params, n_tokens) cell."""
 
     cell: str
     n_params: float
@@ -47,42 +55,64 @@ class CellOptimum:
     tpp: float
     objective: str
     direction: str  # "min" or "max"
-    decay_opt: float  # vertex of the quadratic if bracketed, else the best observed decay
-    low: float  # bootstrap interval for decay* (NaN when unbracketed)
+    kind: str  # KINDS
+    decay_opt: float  # interior: the estimate; censored: the grid edge it lies beyond (0 if the curve is lowest at 0)
+    low: float  # interval for decay* (0 or inf on an uninformative side)
     high: float
-    log_sd: float  # bootstrap sd of ln decay* (NaN when unbracketed)
-    bracketed: bool
+    log_sd: float  # sd of ln decay* (interior only; NaN otherwise)
+    decay_tol: float  # largest decay within delta of the best
+    tol_kind: str  # KINDS, for decay_tol
+    tol_low: float
+    tol_high: float
+    tol_log_sd: float
+    delta: float
     n_trials: int
+    n_seeds: int
     best_observed_decay: float
-    value_at_opt: float  # quadratic at its vertex, or the best observed mean
-    curvature: float  # d^2 objective / d(ln decay)^2 / 2 of the local quadratic (NaN if none)
+    value_at_opt: float  # fitted curve at decay_opt
+    curvature: float  # d^2 objective / d(ln decay)^2 / 2 at an interior decay* (NaN otherwise)
     lr: float
     batch_tokens: float
-    tau_opt: float  # B / (lr * decay* * D), the EMA timescale as a fraction of the run
+    tau_opt: float  # B / (lr * decay* * D); inf at decay 0
     decays_searched: tuple[float, ...]
-    level: float  # coverage of [low, high]
-    reason: str | None = None  # why it is not bracketed
+    level: float
+    noise_sd: float  # per-trial sd the intervals were drawn at (pooled over cells)
+    interval_basis: str
+    evidence: str  # numbers behind the kind
+    shape: tuple[float, float, float, float, float]  # (r, c0, c1, c2, decay_ref) of the fitted curve
+    reason: str | None = None  # why decay* is not interior (compatibility with the report)
+    draws: np.ndarray = field(default=None, repr=False, compare=False)  # bootstrap ln decay* (+-inf censored)
+    tol_draws: np.ndarray = field(default=None, repr=False, compare=False)
+
+    @property
+    def bracketed(self) -> bool:
+        return self.kind == "interior"
+
+    @property
+    def log_value(self) -> float:
+        return math.log(self.decay_opt) if self.decay_opt > 0 else -math.inf
+
+    def curve(self, decays) -> np.ndarray:
+        """The fitted objective at `decays` (an average seed)."""
+        r, c0, c1, c2, ref = self.shape
+        d = np.asarray(decays, dtype=float)
+        z = np.where(d > 0, (np.where(d > 0, d, 1.0) / ref) ** r, 0.0)
+        sign = 1.0 if self.direction == "min" else -1.0
+        return sign * (c0 + c1 * z + c2 * z * z)
 
     def to_dict(self) -> dict:
         out = {}
         for key, value in self.__dict__.items():
+            if key in ("draws", "tol_draws"):
+                continue
             if isinstance(value, tuple):
                 out[key] = [_num(v) for v in value]
             elif isinstance(value, float):
                 out[key] = _num(value)
             else:
                 out[key] = value
+        out["bracketed"] = self.bracketed
         return out
-
-
-@dataclass(frozen=True)
-class _Located:
-    log_opt: float  # ln decay* (vertex or best observed)
-    best_decay: float
-    value: float
-    curvature: float
-    bracketed: bool
-    reason: str | None
 
 
 def cell_optima(
@@ -93,59 +123,163 @@ def cell_optima(
     n_bootstrap: int = 200,
     level: float = 0.9,
     seed: int = 0,
+    delta: float = DEFAULT_DELTA,
 ) -> tuple[CellOptimum, ...]:
-    """decay* for `objective` in every cell of a prepared table (see table.prepare_table),
-    sorted by (N, D); cells are grouped by the `cell` label when the table has one."""
-    if direction not in ("min", "max"):
-        raise FitError(f"objective {objective!r}: direction must be 'min' or 'max', got {direction!r}")
-    for col in ("n_params", "n_tokens", "decay", objective):
-        if col not in df.columns:
-            raise DataError(f"trials table: missing column {col!r} (needed for per-cell optima of {objective})")
-    rng = np.random.default_rng(seed)
-    value = pd.to_numeric(df[objective], errors="coerce").to_numpy(dtype=float)
-    rows = df[np.isfinite(value)]
-    if rows.empty:
-        return ()
-    key = rows["cell"].astype(str) if "cell" in rows.columns else rows["n_params"].astype(str) + "|" + rows["n_tokens"].astype(str)
-    codes, _ = pd.factorize(key)
-    arrays = {col: _column(rows, col) for col in ("n_params", "n_tokens", "decay", "lr", "batch_tokens")}
-    arrays["value"] = rows[objective].to_numpy(dtype=float)
-    labels = rows["cell"].astype(str).to_numpy() if "cell" in rows.columns else None
-    cells = []
-    for code in range(codes.max() + 1):
-        idx = np.flatnonzero(codes == code)
-        cells.append((float(np.median(arrays["n_params"][idx])), float(np.median(arrays["n_tokens"][idx])), idx))
-    cells.sort(key=lambda c: (c[0], c[1]))
-    out = []
-    for n_params, n_tokens, idx in cells:
-        label = str(labels[idx[0]]) if labels is not None else cell_label(n_params, n_tokens / n_params)
-        out.append(
-            _cell(label, n_params, n_tokens, {k: v[idx] for k, v in arrays.items()}, objective, direction,
-                  n_bootstrap, level, rng)
-        )  # fmt: skip
-    return tuple(out)
+    """decay* and decay_tol for `objective` in every cell of a prepared table, sorted by (N, D)."""
+    result = cell_estimates(df, {objective: direction}, n_bootstrap=n_bootstrap, level=level, seed=seed,
+                            deltas={objective: delta})  # fmt: skip
+    return result.optima.get(objective, ())
 
 
-def cell_optimum(
-    trials: pd.DataFrame,
-    objective: str,
-    direction: str,
+def cell_optimum(trials: pd.DataFrame, objective: str, direction: str, **options) -> CellOptimum:
+    """decay* for one cell's trials."""
+    optima = cell_optima(trials.assign(cell="cell") if "cell" not in trials.columns else trials, objective,
+                         direction, **options)  # fmt: skip
+    if len(optima) != 1:
+        raise FitError(f"{objective}: expected one cell, found {len(optima)}")
+    return optima[0]
+
+
+@dataclass(frozen=True)
+class CellEstimates:
+    optima: dict[str, tuple[CellOptimum, ...]]  # objective -> per-cell results
+    skipped: tuple[tuple[str, str], ...]  # (cell, reason) cells that could not be fitted
+    noise: dict[str, tuple[float, int]]  # objective -> (pooled residual sd, its degrees of freedom)
+
+
+def cell_estimates(
+    df: pd.DataFrame,
+    objectives: Mapping[str, str],
     *,
     n_bootstrap: int = 200,
     level: float = 0.9,
-    rng: np.random.Generator | None = None,
-) -> CellOptimum:
-    """decay* for one cell's trials (rows with a missing objective value are ignored)."""
-    rng = rng if rng is not None else np.random.default_rng(0)
-    trials = trials[np.isfinite(pd.to_numeric(trials[objective], errors="coerce").to_numpy(dtype=float))]
-    if trials.empty:
-        raise FitError(f"{objective}: the cell has no trial with a finite value")
-    arrays = {col: _column(trials, col) for col in ("n_params", "n_tokens", "decay", "lr", "batch_tokens")}
-    arrays["value"] = pd.to_numeric(trials[objective]).to_numpy(dtype=float)
-    n_params = float(np.median(arrays["n_params"]))
-    n_tokens = float(np.median(arrays["n_tokens"]))
-    label = str(trials["cell"].iloc[0]) if "cell" in trials.columns else cell_label(n_params, n_tokens / n_params)
-    return _cell(label, n_params, n_tokens, arrays, objective, direction, n_bootstrap, level, rng)
+    seed: int = 0,
+    deltas: Mapping[str, float] | None = None,
+) -> CellEstimates:
+    """Fit every (cell, objective), with bootstrap draws paired across objectives."""
+    for objective, direction in objectives.items():
+        if direction not in ("min", "max"):
+            raise FitError(f"objective {objective!r}: direction must be 'min' or 'max', got {direction!r}")
+        for col in ("n_params", "n_tokens", "decay", objective):
+            if col not in df.columns:
+                raise DataError(f"trials table: missing column {col!r} (needed for per-cell optima of {objective})")
+    if not 0 < level < 1:
+        raise FitError(f"level must be between 0 and 1, got {level}")
+    deltas = {obj: float((deltas or {}).get(obj, DEFAULT_DELTA)) for obj in objectives}
+    for obj, value in deltas.items():
+        if not (math.isfinite(value) and value > 0):
+            raise FitError(f"{obj}: tolerance delta must be a positive number, got {value!r}")
+    rng = np.random.default_rng(seed)
+    cells, skipped = _cells(df, objectives)
+
+    # 1. point fits, per cell and objective; then again without the wall's upper part (see _trim)
+    fits = _point_fits(cells, objectives, None)
+    noise = _pooled_noise(fits, objectives)
+    if WALL_CUT is not None and noise:
+        fits = _point_fits(cells, objectives, {obj: WALL_CUT * sd for obj, (sd, _) in noise.items()})
+        noise = _pooled_noise(fits, objectives)
+    pools: dict[str, np.ndarray] = {}
+    # 2. pooled residuals, one row per trial, all objectives side by side (NaN where missing)
+    n_rows = len(df)
+    resid = np.full((n_rows, len(objectives)), np.nan)
+    for j, objective in enumerate(objectives):
+        for (i, o), (rows, des, y, point) in fits.items():
+            if o == objective and des.df_resid > 0:
+                scale = math.sqrt(y.size / des.df_resid)
+                resid[cells[i]["index"][rows], j] = (y - point.fitted[0]) * scale
+    complete = np.flatnonzero(np.isfinite(resid).all(axis=1))
+    for j, objective in enumerate(objectives):
+        own = np.flatnonzero(np.isfinite(resid[:, j]))
+        pools[objective] = own
+    joint = complete.size >= 5
+
+    # 3. bootstrap and estimands
+    out: dict[str, list[CellOptimum]] = {obj: [] for obj in objectives}
+    for i, cell in enumerate(cells):
+        draws_index = None
+        for j, (objective, direction) in enumerate(objectives.items()):
+            key = (i, objective)
+            if key not in fits:
+                continue
+            rows, des, y, point = fits[key]
+            boot = None
+            if n_bootstrap > 0 and objective in noise:
+                if joint:
+                    if draws_index is None or draws_index.shape[1] != rows.size:
+                        draws_index = complete[rng.integers(0, complete.size, (n_bootstrap, rows.size))]
+                    e = resid[draws_index, j]
+                else:
+                    pool = pools[objective]
+                    e = resid[pool[rng.integers(0, pool.size, (n_bootstrap, rows.size))], j]
+                boot = response.fit_many(des, point.fitted[0][None, :] + e)
+            out[objective].append(_estimate(cell, rows, des, point, boot, objective, direction, level,
+                                            deltas[objective], noise.get(objective, (math.nan, 0))[0]))  # fmt: skip
+    for objective, direction in objectives.items():
+        for cell in cells:
+            n_dec = np.unique(cell["decay"][np.isfinite(cell["values"][objective])]).size
+            if n_dec < MIN_DECAYS:
+                skipped.append((cell["label"], f"{objective}: {n_dec} distinct decays with a value; the response "
+                                               f"model needs {MIN_DECAYS}"))  # fmt: skip
+    return CellEstimates({k: tuple(v) for k, v in out.items()}, tuple(skipped), noise)
+
+
+def _point_fits(cells, objectives, cuts) -> dict[tuple[int, str], tuple]:
+    fits: dict[tuple[int, str], tuple] = {}
+    for i, cell in enumerate(cells):
+        for objective, direction in objectives.items():
+            sign = 1.0 if direction == "min" else -1.0
+            rows = cell["rows"][np.isfinite(cell["values"][objective])]
+            if cuts is not None and objective in cuts:
+                rows = _trim(cell["decay"][rows], sign * cell["values"][objective][rows], rows, cuts[objective])
+            if np.unique(cell["decay"][rows]).size < MIN_DECAYS:
+                continue
+            des = response.design(cell["decay"][rows], cell["block"][rows])
+            y = sign * cell["values"][objective][rows]
+            fits[(i, objective)] = (rows, des, y, response.fit_many(des, y[None, :]))
+    return fits
+
+
+def _trim(decay: np.ndarray, y: np.ndarray, rows: np.ndarray, cut: float) -> np.ndarray:
+    """Drop the decays high up the wall: beyond the first decay (past the best) whose mean is more
+    than `cut` above the best mean. Keeps MIN_DECAYS decays at least."""
+    grid = np.unique(decay)
+    means = np.array([y[decay == g].mean() for g in grid])
+    k = int(np.argmin(means))
+    high = np.flatnonzero((means > means[k] + cut) & (np.arange(grid.size) > k))
+    if not high.size:
+        return rows
+    keep_to = max(int(high[0]), MIN_DECAYS - 1)
+    return rows[decay <= grid[min(keep_to, grid.size - 1)]]
+
+
+def _pooled_noise(fits, objectives) -> dict[str, tuple[float, int]]:
+    noise = {}
+    for objective in objectives:
+        rss = sum(float(f[3].rss[0]) for (i, o), f in fits.items() if o == objective and f[1].df_resid > 0)
+        dof = sum(f[1].df_resid for (i, o), f in fits.items() if o == objective and f[1].df_resid > 0)
+        if dof > 0:
+            noise[objective] = (math.sqrt(rss / dof), dof)
+    return noise
+
+
+def _cells(df: pd.DataFrame, objectives: Mapping[str, str]) -> tuple[list[dict], list[tuple[str, str]]]:
+    key = df["cell"].astype(str) if "cell" in df.columns else df["n_params"].astype(str) + "|" + df["n_tokens"].astype(str)
+    codes, _ = pd.factorize(key)
+    cols = {c: _column(df, c) for c in ("n_params", "n_tokens", "decay", "lr", "batch_tokens")}
+    values = {obj: _column(df, obj) for obj in objectives}
+    seeds = df["seed"].astype(str).to_numpy() if "seed" in df.columns else np.zeros(len(df), dtype=str)
+    cells = []
+    for code in range(codes.max() + 1 if codes.size else 0):
+        idx = np.flatnonzero(codes == code)
+        n_params = float(np.median(cols["n_params"][idx]))
+        n_tokens = float(np.median(cols["n_tokens"][idx]))
+        label = str(df["cell"].iloc[idx[0]]) if "cell" in df.columns else cell_label(n_params, n_tokens / n_params)
+        _, block = np.unique(seeds[idx], return_inverse=True)
+        cells.append(dict(label=label, n_params=n_params, n_tokens=n_tokens, index=idx, rows=np.arange(idx.size),
+                          decay=cols["decay"][idx], block=block, lr=cols["lr"][idx], batch=cols["batch_tokens"][idx],
+                          values={obj: v[idx] for obj, v in values.items()}))  # fmt: skip
+    cells.sort(key=lambda c: (c["n_params"], c["n_tokens"]))
+    return cells, []
 
 
 def _column(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -154,187 +288,125 @@ def _column(df: pd.DataFrame, col: str) -> np.ndarray:
     return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
 
 
-def _cell(label, n_params, n_tokens, arrays, objective, direction, n_bootstrap, level, rng) -> CellOptimum:
-    decay = arrays["decay"]
+def _estimate(cell, rows, des, point, boot, objective, direction, level, delta, noise_sd) -> CellOptimum:
     sign = 1.0 if direction == "min" else -1.0
-    value = sign * arrays["value"]
-    grid, inverse = np.unique(decay, return_inverse=True)
-    point = _locate(grid, inverse, value)
-    low = high = log_sd = math.nan
-    if point.bracketed and n_bootstrap > 0:
-        boots = _bootstrap(grid, inverse, value, n_bootstrap, rng)
-        if boots.size >= 2:
-            q = (1.0 - level) / 2.0
-            low, high = (float(math.exp(v)) for v in np.quantile(boots, [q, 1.0 - q]))
-            log_sd = max(float(np.std(boots, ddof=1)), MIN_LOG_SD)
-    decay_opt = math.exp(point.log_opt) if point.bracketed else point.best_decay
-    at_best = decay == point.best_decay
-    lr = _setting(arrays["lr"], at_best)
-    batch_tokens = _setting(arrays["batch_tokens"], at_best)
-    tau_opt = batch_tokens / (lr * decay_opt * n_tokens) if decay_opt > 0 else math.inf
+    ln_min, ln_max = math.log(des.d_min), math.log(des.d_max)
+    log_opt = float(response.log_optimum(des, point)[0])
+    log_tol = float(response.log_tolerance(des, point, delta)[0][0])
+    kind = _kind(log_opt, ln_min, ln_max)
+    tol_kind = "censored_above" if log_tol >= ln_max - 1e-9 else _kind(log_tol, ln_min, ln_max)
+    if boot is not None:
+        draws = response.log_optimum(des, boot)
+        tol = response.log_tolerance(des, boot, delta)[0]
+        tol_draws = np.where(tol >= ln_max - 1e-9, np.inf, tol)
+    else:
+        draws = tol_draws = np.array([])
+    low, high, log_sd = _interval(draws, kind, level, ln_min, ln_max, log_opt)
+    tol_low, tol_high, tol_sd = _interval(tol_draws, tol_kind, level, ln_min, ln_max, log_tol)
+    if kind == "interior":
+        decay_opt = math.exp(log_opt)
+    elif kind == "censored_below":
+        decay_opt = 0.0 if log_opt == -math.inf else des.d_min
+    else:
+        decay_opt = des.d_max
+    decay_tol = math.exp(log_tol) if math.isfinite(log_tol) else 0.0
+    means = pd.Series(cell["values"][objective][rows]).groupby(des.decay).mean()
+    best_observed = float(means.idxmin() if direction == "min" else means.idxmax())
+    at = response.evaluate(des, point, np.array([decay_opt]))[0, 0]
+    curvature = float(response.second_derivative(des, point, np.array([log_opt]))[0]) / 2.0 if kind == "interior" else math.nan
+    at_best = des.decay == (decay_opt if decay_opt in des.grid else best_observed)
+    lr = _setting(cell["lr"][rows], at_best)
+    batch = _setting(cell["batch"][rows], at_best)
+    tau_opt = batch / (lr * decay_opt * cell["n_tokens"]) if decay_opt > 0 else math.inf
+    evidence = _evidence(kind, log_opt, draws, des, best_observed)
+    r, (c0, c1, c2) = float(point.r[0]), point.coef[0]
     return CellOptimum(
-        cell=label,
-        n_params=n_params,
-        n_tokens=n_tokens,
-        tpp=n_tokens / n_params,
-        objective=objective,
-        direction=direction,
-        decay_opt=float(decay_opt),
-        low=low,
-        high=high,
-        log_sd=log_sd,
-        bracketed=point.bracketed,
-        n_trials=int(decay.size),
-        best_observed_decay=float(point.best_decay),
-        value_at_opt=float(sign * point.value),
-        curvature=float(sign * point.curvature),
-        lr=lr,
-        batch_tokens=batch_tokens,
-        tau_opt=float(tau_opt),
-        decays_searched=tuple(float(v) for v in grid),
-        level=level,
-        reason=point.reason,
-    )
+        cell=cell["label"], n_params=cell["n_params"], n_tokens=cell["n_tokens"],
+        tpp=cell["n_tokens"] / cell["n_params"], objective=objective, direction=direction, kind=kind,
+        decay_opt=float(decay_opt), low=low, high=high, log_sd=log_sd if kind == "interior" else math.nan,
+        decay_tol=float(decay_tol), tol_kind=tol_kind, tol_low=tol_low, tol_high=tol_high, tol_log_sd=tol_sd,
+        delta=delta, n_trials=int(rows.size), n_seeds=des.n_blocks, best_observed_decay=best_observed,
+        value_at_opt=float(sign * at), curvature=float(sign * curvature), lr=lr, batch_tokens=batch,
+        tau_opt=float(tau_opt), decays_searched=tuple(float(v) for v in des.grid), level=level,
+        noise_sd=noise_sd, interval_basis=_basis(des, noise_sd), evidence=evidence,
+        shape=(r, float(c0), float(c1), float(c2), des.decay_ref),
+        reason=None if kind == "interior" else evidence, draws=draws, tol_draws=tol_draws,
+    )  # fmt: skip
+
+
+def _basis(des, noise_sd: float) -> str:
+    if not math.isfinite(noise_sd):
+        return BASIS_NONE
+    return BASIS_SEEDS if des.n_blocks > 1 else BASIS_MODEL
+
+
+def _kind(log_value: float, ln_min: float, ln_max: float) -> str:
+    if log_value < ln_min - 1e-9:
+        return "censored_below"
+    if log_value > ln_max + 1e-9:
+        return "censored_above"
+    return "interior"
+
+
+def quantile(draws: np.ndarray, q: float) -> float:
+    """Order-statistic quantile that keeps +-inf (no interpolation between them)."""
+    s = np.sort(draws[~np.isnan(draws)])
+    if not s.size:
+        return math.nan
+    return float(s[min(max(int(math.floor(q * s.size)), 0), s.size - 1)])
+
+
+def _interval(draws: np.ndarray, kind: str, level: float, ln_min: float, ln_max: float, centre: float):
+    """(low, high, sd of ln) on the natural scale. Interior: centre +- z sd, sd the bootstrap sd of
+    ln (draws beyond the grid clipped one e-fold past its edge), opened to 0 / inf on a side where
+    more than the tail share of draws is censored (percentile intervals of this skewed, heavy-tailed
+    estimator cover too little in simulation: docs/fitting.md). Censored: the one-sided bound."""
+    if not draws.size:
+        return math.nan, math.nan, math.nan
+    tail = (1.0 - level) / 2.0
+    clipped = np.clip(draws, ln_min - 1.0, ln_max + 1.0)
+    sd = max(float(np.std(clipped, ddof=1)), MIN_LOG_SD)
+    if kind == "interior":
+        half = norm.ppf(1.0 - tail) * sd
+        lo, hi = centre - half, centre + half
+        if np.mean(draws < ln_min - 1e-9) > tail:
+            lo = -math.inf
+        if np.mean(draws > ln_max + 1e-9) > tail:
+            hi = math.inf
+    elif kind == "censored_below":
+        lo, hi = -math.inf, quantile(draws, level)
+    else:
+        lo, hi = quantile(draws, 1.0 - level), math.inf
+    return _exp(lo), _exp(hi), sd
+
+
+def _exp(x: float) -> float:
+    if x == -math.inf:
+        return 0.0
+    return math.exp(x) if x < 700 else math.inf
+
+
+def _evidence(kind: str, log_opt: float, draws: np.ndarray, des, best_observed: float) -> str:
+    seen = f"best observed decay is {best_observed:.3g}" if best_observed > 0 else "best observed decay is 0"
+    share_below = float(np.mean(draws < math.log(des.d_min) - 1e-9)) if draws.size else math.nan
+    share_above = float(np.mean(draws > math.log(des.d_max) + 1e-9)) if draws.size else math.nan
+    shares = (f"; {100 * share_below:.0f}% of bootstrap draws below {des.d_min:.3g}, {100 * share_above:.0f}% above "
+              f"{des.d_max:.3g}") if draws.size else ""  # fmt: skip
+    if kind == "censored_below":
+        where = "lowest at decay 0" if log_opt == -math.inf else f"lowest at {math.exp(log_opt):.3g}"
+        return (f"decay* below the smallest positive decay searched ({des.d_min:.3g}): fitted curve {where}; "
+                f"{seen}{shares}")  # fmt: skip
+    if kind == "censored_above":
+        where = "still falling there" if log_opt == math.inf else f"lowest at {math.exp(log_opt):.3g}"
+        return f"decay* above the largest decay searched ({des.d_max:.3g}): fitted curve {where}; {seen}{shares}"
+    return f"interior: fitted curve lowest at {math.exp(log_opt):.3g}; {seen}{shares}"
 
 
 def _setting(values: np.ndarray, at_best: np.ndarray) -> float:
-    """A per-cell setting (lr, batch_tokens): the median over the trials at the best decay."""
-    chosen = values[at_best] if np.isfinite(values[at_best]).any() else values
+    """A per-cell setting (lr, batch_tokens): the median over the trials at the chosen decay."""
+    chosen = values[at_best] if at_best.any() and np.isfinite(values[at_best]).any() else values
     chosen = chosen[np.isfinite(chosen)]
     return float(np.median(chosen)) if chosen.size else math.nan
-
-
-def locate(decay: np.ndarray, value: np.ndarray) -> _Located:
-    """Locate the minimum of `value` over `decay` (maximisation: pass the negated values)."""
-    grid, inverse = np.unique(decay, return_inverse=True)
-    return _locate(grid, inverse, value)
-
-
-def _locate(grid: np.ndarray, inverse: np.ndarray, value: np.ndarray) -> _Located:
-    """`locate` on trials already indexed into a sorted grid (decays absent from this sample of
-    trials are skipped), so bootstrap resamples need no re-sorting."""
-    counts = np.bincount(inverse, minlength=grid.size)
-    present = counts > 0
-    grid = grid[present]
-    counts = counts[present]
-    means = np.bincount(inverse, weights=value, minlength=present.size)[present] / counts
-    k = int(np.argmin(means))
-    best = float(grid[k])
-    positive = np.flatnonzero(grid > 0)
-
-    def edge(reason: str) -> _Located:
-        log_best = math.log(best) if best > 0 else (math.log(grid[positive[0]]) if positive.size else -math.inf)
-        return _Located(log_best, best, float(means[k]), math.nan, False, reason)
-
-    if best == 0:
-        return edge("best observed decay is 0 (no weight decay): the optimum is at or below the smallest searched decay")
-    if k == positive[0]:
-        low_edge = "smallest positive" if grid[0] == 0 else "smallest"
-        return edge(f"best observed decay {best:.3g} is the {low_edge} searched value")
-    if k == grid.size - 1:
-        return edge(f"best observed decay {best:.3g} is the largest searched value")
-
-    lo = max(k - HALF_WINDOW, int(positive[0]))
-    hi = min(k + HALF_WINDOW, grid.size - 1)
-    # Least squares on the trials = least squares on per-decay means weighted by trial counts.
-    x = np.log(grid[lo : hi + 1])
-    c0, c1, c2 = _quadratic(x, counts[lo : hi + 1].astype(float), means[lo : hi + 1])
-    if not c2 > 0:
-        return edge(f"quadratic in ln decay opens the wrong way around best observed decay {best:.3g}")
-    vertex = -c1 / (2.0 * c2)
-    if not x[0] <= vertex <= x[-1]:
-        return edge(
-            f"quadratic vertex {math.exp(vertex):.3g} falls outside the fitted decays "
-            f"{grid[lo]:.3g}..{grid[hi]:.3g}"
-        )
-    value_at = c0 + c1 * vertex + c2 * vertex * vertex
-    return _Located(float(vertex), best, float(value_at), float(c2), True, None)
-
-
-def _quadratic(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Weighted least-squares y = c0 + c1 x + c2 x^2 (normal equations, centred for stability)."""
-    xm = float(np.dot(w, x) / w.sum())
-    u = x - xm
-    u2 = u * u
-    s0, s1, s2, s3, s4 = w.sum(), np.dot(w, u), np.dot(w, u2), np.dot(w, u2 * u), np.dot(w, u2 * u2)
-    t0, t1, t2 = np.dot(w, y), np.dot(w, y * u), np.dot(w, y * u2)
-    det = s0 * (s2 * s4 - s3 * s3) - s1 * (s1 * s4 - s3 * s2) + s2 * (s1 * s3 - s2 * s2)
-    if det == 0.0:
-        return math.nan, math.nan, math.nan
-    b0 = (t0 * (s2 * s4 - s3 * s3) - s1 * (t1 * s4 - s3 * t2) + s2 * (t1 * s3 - s2 * t2)) / det
-    b1 = (s0 * (t1 * s4 - s3 * t2) - t0 * (s1 * s4 - s3 * s2) + s2 * (s1 * t2 - t1 * s2)) / det
-    b2 = (s0 * (s2 * t2 - t1 * s3) - s1 * (s1 * t2 - t1 * s2) + t0 * (s1 * s3 - s2 * s2)) / det
-    # back from u = x - xm to x
-    return float(b0 - b1 * xm + b2 * xm * xm), float(b1 - 2.0 * b2 * xm), float(b2)
-
-
-def _bootstrap(
-    grid: np.ndarray, inverse: np.ndarray, value: np.ndarray, n_boot: int, rng: np.random.Generator
-) -> np.ndarray:
-    """ln decay* located on resampled trials (within-decay when every decay has >= 2 trials)."""
-    counts = np.bincount(inverse, minlength=grid.size)
-    n = inverse.size
-    if np.all(counts >= 2):
-        # Resampling n_j values understates the variance of their mean by (n_j - 1) / n_j, a lot
-        # for 2-3 seeds: spread each decay's values about their mean by sqrt(n_j / (n_j - 1))
-        # first (the rescaled bootstrap), so the interval is not too narrow.
-        means = np.bincount(inverse, weights=value) / counts
-        value = means[inverse] + (value - means[inverse]) * np.sqrt(counts / (counts - 1.0))[inverse]
-        order = np.argsort(inverse, kind="stable")  # trials grouped by decay
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        group = inverse[order]
-        samples = order[starts[group] + np.floor(rng.random((n_boot, n)) * counts[group]).astype(int)]
-    else:
-        samples = rng.integers(0, n, (n_boot, n))
-    flat = (inverse[samples] + grid.size * np.arange(n_boot)[:, None]).ravel()
-    size = n_boot * grid.size
-    boot_counts = np.bincount(flat, minlength=size).reshape(n_boot, grid.size)
-    boot_sums = np.bincount(flat, weights=value[samples].ravel(), minlength=size).reshape(n_boot, grid.size)
-    out = locate_many(grid, boot_counts, boot_sums)
-    return out[np.isfinite(out)]
-
-
-def locate_many(grid: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
-    """ln decay* for many samples at once, by the rules of `_locate` (which also gives reasons).
-
-    counts, sums: (R, G) trial counts and value sums per searched decay (a decay with count 0 is
-    absent from that sample). Unbracketed samples give ln of their best observed decay (decay 0:
-    the smallest positive decay present); samples with no positive decay give NaN.
-    """
-    present = counts > 0
-    positive = present & (grid > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        means = np.where(present, sums / np.maximum(counts, 1), np.inf)
-        log_grid = np.where(grid > 0, np.log(np.where(grid > 0, grid, 1.0)), 0.0)
-    rows = np.arange(counts.shape[0])
-    k = np.argmin(means, axis=1)
-    first_pos = np.argmax(positive, axis=1)
-    last = grid.size - 1 - np.argmax(present[:, ::-1], axis=1)
-    has_pos = positive.any(axis=1)
-    edge = (grid[k] <= 0) | (k == first_pos) | (k == last)
-
-    rank = np.cumsum(present, axis=1)  # rank among present decays
-    window = positive & (np.abs(rank - rank[rows, k][:, None]) <= HALF_WINDOW)
-    w = np.where(window, counts, 0).astype(float)
-    sw = np.maximum(w.sum(axis=1), 1e-300)
-    xm = (w * log_grid).sum(axis=1) / sw
-    u = np.where(window, log_grid - xm[:, None], 0.0)
-    y = np.where(window, means, 0.0)
-    u2 = u * u
-    s0, s1, s2 = w.sum(axis=1), (w * u).sum(axis=1), (w * u2).sum(axis=1)
-    s3, s4 = (w * u2 * u).sum(axis=1), (w * u2 * u2).sum(axis=1)
-    t0, t1, t2 = (w * y).sum(axis=1), (w * y * u).sum(axis=1), (w * y * u2).sum(axis=1)
-    det = s0 * (s2 * s4 - s3 * s3) - s1 * (s1 * s4 - s3 * s2) + s2 * (s1 * s3 - s2 * s2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b1 = (s0 * (t1 * s4 - s3 * t2) - t0 * (s1 * s4 - s3 * s2) + s2 * (s1 * t2 - t1 * s2)) / det
-        b2 = (s0 * (s2 * t2 - t1 * s3) - s1 * (s1 * t2 - t1 * s2) + t0 * (s1 * s3 - s2 * s2)) / det
-        vertex = xm - b1 / (2.0 * b2)
-    x_lo = np.where(window, log_grid, np.inf).min(axis=1)
-    x_hi = np.where(window, log_grid, -np.inf).max(axis=1)
-    bracketed = ~edge & (b2 > 0) & (vertex >= x_lo) & (vertex <= x_hi)
-    fallback = np.where(grid[k] > 0, log_grid[k], log_grid[first_pos])
-    out = np.where(bracketed, vertex, fallback)
-    return np.where(has_pos, out, np.nan)
 
 
 def _num(x):

@@ -5,27 +5,26 @@ and Power Lines), backtests, and the loss surface fitted to each cell's loss at 
 A table without one (only N, D and a loss, e.g. Chinchilla's points) gets the loss surface alone.
 `StudyFit.to_dict()` is what `scaling fit` writes to fits.json; `summary()` is its text.
 
-fits.json (schema "scaling.fits/1"; every NaN or infinity is written as null):
+fits.json (schema "scaling.fits/2"; every NaN or infinity is written as null):
 
-    schema, source, mode ("study" | "surface"), n_trials, n_cells, settings {n_bootstrap, seed,
-        level, ci_level, law_form | drop_highest_loss}, n_range [min N, max N], d_range [min D, max D]
+    schema, source, mode ("study" | "surface"), n_trials, n_cells, settings {...}, n_range, d_range
     E, A, B, alpha, beta        the surface parameters again at the top level (only if fitted)
-    surface: null | {formula, params {E, A, B, alpha, beta}, ci {name: [low, high]}, se {name},
-        ci_level, n_points, n_starts, n_converged, n_bootstrap, objective, huber_delta, n_range,
-        d_range, allocation_exponents {n_params, n_tokens}}       (N* ~ C^a, D* ~ C^b)
+    surface: null | {formula, params, ci, se, ...}
     objectives: {column: "min" | "max"}
-    optima: [{cell, n_params, n_tokens, tpp, objective, direction, decay_opt, low, high, log_sd,
-        bracketed, n_trials, best_observed_decay, value_at_opt, curvature, lr, batch_tokens,
-        tau_opt, decays_searched [..], level, reason}]             one per (cell, objective)
-    laws: {objective: null | {objective, direction, response ("decay"), form ("n_d" | "tpp" |
-        "n"), formula, coefficients {name: {term, value, se, low, high}}, ci_level, n_cells,
-        cells [..], excluded [{cell, reason}], tau2, scale, df_resid, warnings [..], n_range,
-        d_range, tpp_range}}          coefficients: c, a (ln N), b (ln D) | c, m (ln TPP) | c, a
-    tau_laws: {objective: null | same shape, response "tau", formula "ln tau* = c + m ln TPP"}
-    backtests: {objective: null | {objective, available, reason, held_out_n_params, form,
-        n_train_cells, level, n_cases, n_inside, mean_abs_log_error, mean_factor, max_factor,
-        cases [{cell, n_params, n_tokens, predicted, low, high, realised, log_error, factor,
-        inside}]}}
+    noise: {objective: {sd, df}}       pooled per-trial residual sd the intervals were drawn at
+    optima: [{cell, n_params, n_tokens, tpp, objective, direction, kind ("interior" |
+        "censored_below" | "censored_above"), decay_opt, low, high, log_sd, decay_tol, tol_kind,
+        tol_low, tol_high, delta, n_trials, n_seeds, interval_basis, evidence, tau_opt, ...}]
+    laws: {objective: null | law}      ln decay* = ... (censored likelihood; see laws.py)
+    tau_laws: {objective: [law, ...]}  ln tau*: the N-D form, Power Lines m free, m = -0.53
+    tolerance_laws: {objective: null | law}   ln decay_tol = ...
+        law: {objective, response, form, formula, coefficients {name: {term, value, se, low,
+        high}}, cells, censored [{cell, kind, bound}], tau2, between_cell_sd, df_resid,
+        held_out_mean_abs_log_error, held_out_cells, warnings, n_range, d_range, tpp_range}
+    backtests: {objective: null | {available, reason, held_out_n_params, distance, cases, ...}}
+    claims: [{name, statement, verdict ("supports" | "does not support" | "cannot tell"), level,
+        note, pooled [{label, value, low, high, censored, verdict}], rows [...]}]
+    skipped: [{cell, reason}]          cells the response model could not be fitted to
     warnings: [..]
 
 Predictions for a new (N, D) need the statsmodels results, so they come from the Python objects
@@ -45,12 +44,13 @@ import pandas as pd
 from scaling.errors import DataError, FitError
 from scaling.fit import text
 from scaling.fit.backtest import Backtest, backtest_law
+from scaling.fit.claims import Claim, optima_fall_with_tpp, plastic_above_loss
 from scaling.fit.laws import DecayLaw, fit_decay_law
-from scaling.fit.optima import CellOptimum, cell_optima
+from scaling.fit.optima import CellOptimum, cell_estimates
 from scaling.fit.surface import LossSurface, fit_loss_surface
-from scaling.fit.table import DEFAULT_OBJECTIVES, apply_columns, human, prepare_table
+from scaling.fit.table import DEFAULT_OBJECTIVES, apply_columns, human, plain, prepare_table
 
-SCHEMA = "scaling.fits/1"
+SCHEMA = "scaling.fits/2"
 
 
 @dataclass(frozen=True)
@@ -66,18 +66,34 @@ class StudyFit:
     surface: LossSurface | None
     optima: tuple[CellOptimum, ...]
     laws: tuple[DecayLaw, ...]
-    tau_laws: tuple[DecayLaw, ...]
+    tau_laws: tuple[DecayLaw, ...]  # per objective: the N-D form, Power Lines m free, m fixed
     backtests: tuple[Backtest, ...]
     warnings: tuple[str, ...]
     n_range: tuple[float, float]
     d_range: tuple[float, float]
     settings: tuple[tuple[str, Any], ...]
+    tolerance_laws: tuple[DecayLaw, ...] = ()
+    claims: tuple[Claim, ...] = ()
+    noise: tuple[tuple[str, float, int], ...] = ()  # (objective, pooled residual sd, df)
+    skipped: tuple[tuple[str, str], ...] = ()
+    lr: float = math.nan  # the study's (median) peak lr and batch tokens
+    batch_tokens: float = math.nan
 
     def law(self, objective: str) -> DecayLaw | None:
         return next((law for law in self.laws if law.objective == objective), None)
 
-    def tau_law(self, objective: str) -> DecayLaw | None:
-        return next((law for law in self.tau_laws if law.objective == objective), None)
+    def tau_law(self, objective: str, form: str | None = None) -> DecayLaw | None:
+        """The tau law of `objective` in `form`, or (form None) the one with the smallest held-out error."""
+        laws = [law for law in self.tau_laws if law.objective == objective and (form is None or law.form == form)]
+        if form is None and laws:
+            return min(laws, key=lambda law: law.held_out if math.isfinite(law.held_out) else math.inf)
+        return laws[0] if laws else None
+
+    def tolerance_law(self, objective: str) -> DecayLaw | None:
+        return next((law for law in self.tolerance_laws if law.objective == objective), None)
+
+    def claim(self, name: str) -> Claim | None:
+        return next((c for c in self.claims if c.name == name), None)
 
     def backtest(self, objective: str) -> Backtest | None:
         return next((b for b in self.backtests if b.objective == objective), None)
@@ -100,10 +116,15 @@ class StudyFit:
             out.update(self.surface.to_dict()["params"])
         out["surface"] = self.surface.to_dict() if self.surface is not None else None
         out["objectives"] = dict(self.objectives)
+        out["noise"] = {obj: {"sd": sd, "df": df} for obj, sd, df in self.noise}
         out["optima"] = [o.to_dict() for o in self.optima]
         out["laws"] = {obj: _maybe(self.law(obj)) for obj, _ in self.objectives}
-        out["tau_laws"] = {obj: _maybe(self.tau_law(obj)) for obj, _ in self.objectives}
+        out["tau_laws"] = {obj: [law.to_dict() for law in self.tau_laws if law.objective == obj]
+                           for obj, _ in self.objectives}  # fmt: skip
+        out["tolerance_laws"] = {obj: _maybe(self.tolerance_law(obj)) for obj, _ in self.objectives}
         out["backtests"] = {obj: _maybe(self.backtest(obj)) for obj, _ in self.objectives}
+        out["claims"] = [c.to_dict() for c in self.claims]
+        out["skipped"] = [{"cell": c, "reason": r} for c, r in self.skipped]
         out["warnings"] = list(self.warnings)
         return out
 
@@ -123,6 +144,7 @@ def fit_study(
     law_form: str = "auto",
     drop_highest_loss: int = 0,
     source: str = "trials table",
+    deltas: Mapping[str, float] | None = None,
 ) -> StudyFit:
     """Fit everything the table supports.
 
@@ -131,6 +153,9 @@ def fit_study(
     interval (per-cell optima and loss surface). level: prediction / per-cell interval coverage;
     ci_level: coefficient and surface-parameter confidence level. drop_highest_loss: leave out
     the k highest-loss points before the surface fit (Epoch AI drop 5 of Chinchilla's).
+    deltas: {objective: delta} for the tolerance estimand (default optima.DEFAULT_DELTA).
+    A table whose cells can be fitted but whose laws cannot still gives a StudyFit (per-cell
+    estimands and bounds); the warnings say which laws are missing and why.
     """
     mapped = apply_columns(df, columns, source) if isinstance(df, pd.DataFrame) else df
     if isinstance(mapped, pd.DataFrame) and "decay" not in mapped.columns:
@@ -145,46 +170,73 @@ def fit_study(
     table = prepare_table(mapped, source=source, require=("n_params", "n_tokens", "decay"))
     wanted = _objectives(table, objectives, source)
     settings = (("n_bootstrap", n_bootstrap), ("seed", seed), ("level", level), ("ci_level", ci_level),
-                ("law_form", law_form))  # fmt: skip
+                ("law_form", law_form), ("deltas", dict(deltas or {})))  # fmt: skip
     warnings: list[str] = []
-    optima: list[CellOptimum] = []
-    laws, tau_laws, backtests = [], [], []
-    fitted: list[tuple[str, str]] = []
-    for i, (objective, direction) in enumerate(wanted):
-        if not np.isfinite(table[objective].to_numpy(dtype=float)).any():
+    present = {}
+    for objective, direction in wanted:
+        if np.isfinite(table[objective].to_numpy(dtype=float)).any():
+            present[objective] = direction
+        else:
             warnings.append(f"{objective}: no finite values in the table; skipped")
+    if not present:
+        raise FitError(f"{source}: no objective column has finite values ({', '.join(o for o, _ in wanted)})")
+    est = cell_estimates(table, present, n_bootstrap=n_bootstrap, level=level, seed=seed, deltas=deltas)
+    for cell, reason in est.skipped:
+        warnings.append(f"cell {cell} not fitted: {reason}")
+    if not any(est.optima.values()):
+        raise FitError(
+            f"{source}: no cell can be fitted: the response model needs 4 or more distinct decays with a finite "
+            f"value per cell ({est.skipped[0][1] if est.skipped else 'no cells'})"
+        )
+    optima: list[CellOptimum] = []
+    laws, tau_laws, tol_laws, backtests = [], [], [], []
+    fitted: list[tuple[str, str]] = []
+    for objective, direction in present.items():
+        cells = est.optima[objective]
+        if not cells:
             continue
-        cells = cell_optima(table, objective, direction, n_bootstrap=n_bootstrap, level=level, seed=seed + i)
         optima.extend(cells)
         fitted.append((objective, direction))
-        unbracketed = [o.cell for o in cells if not o.bracketed]
-        if unbracketed:
-            warnings.append(f"{objective}: {len(unbracketed)} of {len(cells)} cells not bracketed: {', '.join(unbracketed)}")
+        censored = [o.cell for o in cells if not o.bracketed]
+        if censored:
+            warnings.append(f"{objective}: decay* censored (beyond the searched decays) in {len(censored)} of "
+                            f"{len(cells)} cells: {', '.join(censored)}")  # fmt: skip
+        if any(not math.isfinite(o.noise_sd) for o in cells):
+            warnings.append(f"{objective}: no interval: no cell has more trials than the response model's parameters, "
+                            "so the noise cannot be measured; search more decays or run more seeds")  # fmt: skip
+        elif any(o.n_seeds == 1 for o in cells):
+            warnings.append(f"{objective}: one seed per decay in some cells: their intervals rest on the response "
+                            "model's smoothness (the noise is what the model leaves unexplained)")  # fmt: skip
         try:
             law = fit_decay_law(cells, form=law_form, ci_level=ci_level)
         except FitError as exc:
             warnings.append(f"{objective}: no decay law: {exc}")
-            continue
-        laws.append(law)
-        warnings.extend(law.warnings)
-        backtests.append(backtest_law(cells, level=level, form=law_form))
-        if not backtests[-1].available:
-            warnings.append(f"{objective}: no backtest ({backtests[-1].reason}); a prediction is a guess")
+        else:
+            laws.append(law)
+            warnings.extend(law.warnings)
+            backtests.append(backtest_law(cells, level=level, form=law_form))
+            if not backtests[-1].available:
+                warnings.append(f"{objective}: no backtest ({backtests[-1].reason}); a prediction is a guess")
+        try:
+            tol_laws.append(fit_decay_law(cells, form=law_form, response="tolerance", ci_level=ci_level))
+        except FitError as exc:
+            warnings.append(f"{objective}: no tolerance law: {exc}")
         if {"lr", "batch_tokens"} <= set(table.columns):
-            try:
-                tau_laws.append(fit_decay_law(cells, response="tau", ci_level=ci_level))
-            except FitError as exc:
-                warnings.append(f"{objective}: no Power Lines law: {exc}")
-    if not optima:
-        raise FitError(f"{source}: no objective column has finite values ({', '.join(o for o, _ in wanted)})")
-    if not any(o.bracketed for o in optima):
-        raise FitError(
-            f"{source}: no cell has a bracketed optimum for {', '.join(o for o, _ in fitted)} (the best decay "
-            "is at the edge of the searched range everywhere); widen the decay grid"
-        )
-    if not laws:
-        reasons = "; ".join(w for w in warnings if "no decay law" in w)
-        raise FitError(f"{source}: no decay law could be fitted: {reasons}")
+            for form in ("auto", "tpp", "tpp_fixed"):
+                try:
+                    tau_law = fit_decay_law(cells, response="tau", form=form, ci_level=ci_level)
+                except FitError as exc:
+                    warnings.append(f"{objective}: no timescale law ({form}): {exc}")
+                    continue
+                if not any(t.objective == objective and t.form == tau_law.form for t in tau_laws):
+                    tau_laws.append(tau_law)
+
+    claims = []
+    by_objective = {obj: est.optima[obj] for obj, _ in fitted}
+    if "val_loss" in by_objective and "ft_score" in by_objective:
+        claims.append(plastic_above_loss(by_objective["val_loss"], by_objective["ft_score"], level))
+    if len(set(np.round(table["tpp"], 6))) > 1:
+        claims.append(optima_fall_with_tpp(by_objective, level))
 
     surface = None
     if "val_loss" in dict(fitted):
@@ -202,11 +254,25 @@ def fit_study(
         laws=tuple(laws),
         tau_laws=tuple(tau_laws),
         backtests=tuple(backtests),
-        warnings=tuple(warnings),
+        warnings=tuple(dict.fromkeys(warnings)),
         n_range=(float(table["n_params"].min()), float(table["n_params"].max())),
         d_range=(float(table["n_tokens"].min()), float(table["n_tokens"].max())),
         settings=settings,
+        tolerance_laws=tuple(tol_laws),
+        claims=tuple(claims),
+        noise=tuple((obj, sd, df) for obj, (sd, df) in est.noise.items()),
+        skipped=est.skipped,
+        lr=_median(table, "lr"),
+        batch_tokens=_median(table, "batch_tokens"),
     )
+
+
+def _median(table: pd.DataFrame, col: str) -> float:
+    if col not in table.columns:
+        return math.nan
+    values = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.median(values)) if values.size else math.nan
 
 
 def _objectives(table: pd.DataFrame, objectives, source: str) -> list[tuple[str, str]]:
@@ -230,18 +296,36 @@ def _objectives(table: pd.DataFrame, objectives, source: str) -> list[tuple[str,
         if (values.isna() & table[col].notna()).any():
             raise DataError(f"{source}: objective column {col!r} must be numeric")
         table[col] = values.astype(float)
+        _check_objective(table, col, source)
     return out
 
 
+def _check_objective(table: pd.DataFrame, col: str, source: str) -> None:
+    """The bad-row policy of a study table (docs/fitting.md): an empty objective cell is a missing
+    value (a diverged model, a task not run) and is left out of that objective's fits; +-inf, and
+    a negative loss or NLL, cannot be a measurement, so the first such row is a one-line error."""
+    values = table[col].to_numpy(dtype=float)
+    is_loss = col.endswith(("loss", "nll"))
+    bad = np.isinf(values) | (is_loss & (values < 0))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        expected = "finite and >= 0 (a loss)" if is_loss else "finite"
+        raise DataError(
+            f"{source}: objective column {col!r} must be {expected} or empty "
+            f"(data row {row + 1}: {plain(values[row])})"
+        )
+
+
 def _study_surface(optima, n_bootstrap, seed, ci_level, warnings: list[str]) -> LossSurface | None:
-    """The surface through each cell's val_loss at its optimum (the quadratic's minimum when
-    bracketed; the best observed mean, an upper bound, when not)."""
+    """The surface through each cell's val_loss at its optimum (the response curve's value at
+    decay*; at a censored cell, at the grid edge: an upper bound on the cell's best loss)."""
     cells = [o for o in optima if o.objective == "val_loss"]
     try:
-        surface = fit_loss_surface(
-            [o.n_params for o in cells], [o.n_tokens for o in cells], [o.value_at_opt for o in cells],
-            n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed,
-        )  # fmt: skip
+        with np.errstate(all="ignore"):  # bootstrap refits of a 5-parameter law on few cells may overflow
+            surface = fit_loss_surface(
+                [o.n_params for o in cells], [o.n_tokens for o in cells], [o.value_at_opt for o in cells],
+                n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed,
+            )  # fmt: skip
     except FitError as exc:
         warnings.append(f"loss surface not fitted: {exc}")
         return None
@@ -296,20 +380,78 @@ def _summary(fit: StudyFit) -> str:
     out = [f"{fit.source}: {fit.n_trials} {'trials' if fit.mode == 'study' else 'points'}, {fit.n_cells} cells"]
     if fit.surface is not None:
         out += ["", _surface_text(fit.surface)]
+    if fit.mode == "study":
+        if fit.noise:
+            out += ["", "Noise (pooled residual sd per trial, the intervals' basis): " + "; ".join(
+                f"{obj} {sd:.3g} ({df} df)" for obj, sd, df in fit.noise)]  # fmt: skip
+        for claim in fit.claims:
+            out += ["", _claim_text(claim)]
     for objective, direction in fit.objectives if fit.mode == "study" else ():
         out += ["", _optima_text(fit.optima_for(objective), objective, direction)]
-        law = fit.law(objective)
-        if law is not None:
-            out += ["", _law_text(law)]
-        tau = fit.tau_law(objective)
-        if tau is not None:
-            out += ["", _law_text(tau, note="Power Lines (Bergsma et al. 2025); tau = B / (lr * decay * D)")]
+        out += ["", _laws_text(fit, objective)]
         bt = fit.backtest(objective)
         if bt is not None:
             out += ["", _backtest_text(bt)]
     if fit.warnings:
         out += ["", "Warnings:"] + [f"  - {w}" for w in fit.warnings]
     return "\n".join(out)
+
+
+def _claim_text(claim) -> str:
+    head = f"Test: {claim.statement}: {claim.verdict.upper()}"
+    pct = f"{round(100 * claim.level)}% interval"
+    rows = [[r.label, f"{r.value:+.3f}", f"[{r.low:+.3f}, {r.high:+.3f}]", "bound (censored)" if r.censored else "",
+             r.verdict] for r in (*claim.pooled, *claim.rows) if math.isfinite(r.value)]  # fmt: skip
+    return head + "\n" + text.table(["", "value", pct, "note", "verdict"], rows) + f"\n  {claim.note}"
+
+
+def _optima_text(optima, objective: str, direction: str) -> str:
+    level = optima[0].level if optima else 0.9
+    delta = optima[0].delta if optima else math.nan
+    head = (f"Per-cell estimands: {objective} ({'minimise' if direction == 'min' else 'maximise'}); "
+            f"decay_tol = largest decay within {delta:g} of the best")  # fmt: skip
+    rows = []
+    for o in optima:
+        rows.append([
+            o.cell, human(o.n_params), text.fmt(o.tpp, 3), o.kind, _value(o.kind, o.decay_opt, o.low, o.high),
+            _span(o.low, o.high), _value(o.tol_kind, o.decay_tol, o.tol_low, o.tol_high), _span(o.tol_low, o.tol_high),
+            text.fmt(o.value_at_opt, 4), f"{o.n_trials}/{o.n_seeds}",
+        ])  # fmt: skip
+    headers = ["cell", "N", "TPP", "decay* kind", "decay*", f"{round(100 * level)}% interval", "decay_tol",
+               "interval", objective, "trials/seeds"]  # fmt: skip
+    basis = sorted({o.interval_basis for o in optima})
+    return head + "\n" + text.table(headers, rows) + "\n  intervals rest on: " + "; ".join(basis)
+
+
+def _value(kind: str, value: float, low: float, high: float) -> str:
+    if kind == "censored_below":
+        return f"< {text.fmt(value, 3)}" if value > 0 else "0 (no decay)"
+    if kind == "censored_above":
+        return f"> {text.fmt(value, 3)}"
+    return text.fmt(value, 3)
+
+
+def _span(low: float, high: float) -> str:
+    if not (math.isfinite(low) or math.isfinite(high)) or (math.isnan(low) or math.isnan(high)):
+        return "-"
+    return f"[{text.fmt(low, 3)}, {text.fmt(high, 3) if math.isfinite(high) else 'inf'}]"
+
+
+def _laws_text(fit: StudyFit, objective: str) -> str:
+    laws = [law for law in (fit.law(objective), fit.tolerance_law(objective)) if law is not None]
+    laws += [law for law in fit.tau_laws if law.objective == objective]
+    if not laws:
+        return f"Laws: {objective}: none could be fitted (see the warnings)"
+    pct = f"{round(100 * laws[0].ci_level)}% CI"
+    rows = []
+    for law in laws:
+        coefs = "  ".join(f"{c.name}={text.fmt(c.value, 3)} [{text.fmt(c.low, 3)}, {text.fmt(c.high, 3)}]"
+                          for c in law.coefficients)  # fmt: skip
+        rows.append([law.formula, coefs, f"{len(law.cells)}+{len(law.censored)}", text.fmt(math.sqrt(law.tau2), 3),
+                     text.fmt(law.held_out, 3) + (f" ({law.held_out_n})" if law.held_out_n else "")])  # fmt: skip
+    head = (f"Laws: {objective} (censored likelihood; cells = interior + censored; held-out = leave-one-cell-out "
+            f"mean |ln error|)")  # fmt: skip
+    return head + "\n" + text.table(["law", f"coefficients ({pct})", "cells", "between-cell sd", "held-out"], rows)
 
 
 def _surface_text(s: LossSurface) -> str:
@@ -328,36 +470,9 @@ def _surface_text(s: LossSurface) -> str:
     return "\n".join(lines)
 
 
-def _optima_text(optima, objective: str, direction: str) -> str:
-    level = optima[0].level if optima else 0.9
-    head = f"Per-cell optima: {objective} ({'minimise' if direction == 'min' else 'maximise'})"
-    rows = []
-    for o in optima:
-        rows.append([
-            o.cell, human(o.n_params), human(o.n_tokens), text.fmt(o.tpp, 3), text.fmt(o.decay_opt, 3),
-            text.interval(o.low, o.high), text.fmt(o.best_observed_decay, 3), text.fmt(o.value_at_opt, 4),
-            str(o.n_trials), "" if o.bracketed else "NOT BRACKETED: " + (o.reason or ""),
-        ])  # fmt: skip
-    headers = ["cell", "N", "D", "TPP", "decay*", f"{round(100 * level)}% interval", "best seen", objective,
-               "trials", "note"]  # fmt: skip
-    return head + "\n" + text.table(headers, rows)
-
-
-def _law_text(law: DecayLaw, note: str = "") -> str:
-    head = (f"{'Decay law' if law.response == 'decay' else 'Timescale law'}: {law.objective}   {law.formula}   "
-            f"({law.n_cells} cells, WLS, between-cell sd {math.sqrt(law.tau2):.3g})")  # fmt: skip
-    rows = [[c.name, c.term, text.fmt(c.value, 4), text.fmt(c.se, 3), text.interval(c.low, c.high, 3)]
-            for c in law.coefficients]  # fmt: skip
-    lines = [head, text.table(["coef", "term", "estimate", "se", f"{round(100 * law.ci_level)}% CI"], rows)]
-    if note:
-        lines.append(f"  {note}")
-    if law.excluded:
-        lines.append("  excluded: " + "; ".join(f"{c} ({r})" for c, r in law.excluded))
-    return "\n".join(lines)
-
-
 def _backtest_text(bt: Backtest) -> str:
-    head = f"Backtest: {bt.objective}, largest N = {human(bt.held_out_n_params)} held out"
+    head = (f"Backtest: {bt.objective} decay law, largest N = {human(bt.held_out_n_params)} held out "
+            f"({bt.distance:.3g}x beyond the refit's largest N)")  # fmt: skip
     if not bt.available:
         return f"{head}: not possible ({bt.reason}); predictions are guesses"
     rows = [[c.cell, text.fmt(c.predicted, 3), text.interval(c.low, c.high), text.fmt(c.realised, 3),

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scaling.core.numbers import human  # noqa: F401 (the one number shortener; re-exported here)
+from scaling.core.numbers import human, parse_amount  # human: the one number shortener, re-exported here
 from scaling.errors import ConfigError, DataError
 
 # Objective columns with a natural direction (design.md section 2). `ft_<task>_after` columns
@@ -60,11 +60,9 @@ def parse_number(value) -> float:
         return float(text)
     except ValueError:
         pass
-    from scaling.commands.recommend import parse_amount  # the one parser of "1.5B"-style amounts
-
     try:
         return parse_amount(text)
-    except Exception:  # noqa: BLE001 - argparse's error type; the caller reports the row
+    except ValueError:  # the caller reports the row
         return math.nan
 
 
@@ -163,6 +161,8 @@ def _numeric(df: pd.DataFrame, cols: list[str], source: str) -> None:
         if col not in df.columns:
             continue
         raw = df[col]
+        if pd.api.types.is_bool_dtype(raw):
+            raise DataError(f"{source}: column {col!r} must be numeric, got a true/false column")
         values = pd.to_numeric(raw, errors="coerce")
         todo = values.isna() & raw.notna()
         if todo.any():  # strings: unit suffixes such as "2.81B"

@@ -1,8 +1,8 @@
 """The fits the report draws, made tolerant: whatever the table supports, and why the rest is missing.
 
-`fit_study` (scaling.fit) is all-or-nothing: it raises FitError when no decay law can be fitted
-(one cell, nothing bracketed, ...). A report still wants each cell's optimum then, so this module
-falls back to `cell_optima` per objective and records the reason the laws are missing.
+`fit_study` (scaling.fit) returns per-cell estimands even when no law can be fitted, but raises
+FitError when no cell can be fitted at all; this module then falls back to `cell_optima` per
+objective and records the reason.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def fit_for_report(
         optima = _optima_alone(trials, n_bootstrap, seed, level, problems)
     budget = choose_next_budget(trials, next_factor)
     rec = None
-    if fit is not None and fit.laws:
+    if fit is not None and fit.mode == "study":
         try:
             rec = recommend(fit=fit, n_params=budget.n_params, tpp=budget.tpp, level=level)
         except ScalingError as exc:

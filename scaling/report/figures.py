@@ -13,7 +13,6 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from scaling.fit import CellOptimum
-from scaling.fit.optima import HALF_WINDOW
 from scaling.fit.table import direction_of, human
 from scaling.report.analysis import ReportFit
 from scaling.report.data import MECHANISMS, StudyTables, curves_with_decay
@@ -168,7 +167,7 @@ def _draw_optima(fig, optima: list[CellOptimum], axis: DecayAxis, row, col, colo
         if not math.isfinite(o.value_at_opt):
             continue
         x = float(axis.x(o.decay_opt))
-        bracketed = o.bracketed and math.isfinite(o.low) and math.isfinite(o.high)
+        bracketed = o.bracketed and o.low > 0 and math.isfinite(o.high)
         err = dict(type="data", symmetric=False, array=[o.high - x], arrayminus=[x - o.low], thickness=2, width=5,
                    color=colour_of(o)) if bracketed else None  # fmt: skip
         name = f"{label} decay* ({round(100 * o.level)}% interval)"
@@ -183,7 +182,7 @@ def _draw_optima(fig, optima: list[CellOptimum], axis: DecayAxis, row, col, colo
         shown.add(name)
         if views is not None:
             views.add(fig, [o.value_at_opt], best.get(o.cell, math.nan))
-        if bracketed and math.isfinite(o.curvature):
+        if bracketed:
             xs, ys = local_quadratic(o)
             fig.add_trace(go.Scatter(
                 x=xs, y=ys, mode="lines", showlegend=False, legendgroup=name, hoverinfo="skip",
@@ -194,14 +193,10 @@ def _draw_optima(fig, optima: list[CellOptimum], axis: DecayAxis, row, col, colo
 
 
 def local_quadratic(o: CellOptimum, points: int = 25) -> tuple[np.ndarray, np.ndarray]:
-    """The quadratic in ln decay the fit located decay* with, over the searched decays it was
-    fitted on (HALF_WINDOW on each side of the best observed one):
-    value = value_at_opt + curvature (ln decay - ln decay*)^2."""
+    """The fitted response curve (scaling.fit.response) over the searched positive decays."""
     grid = np.array([d for d in o.decays_searched if d > 0])
-    k = int(np.argmin(np.abs(np.log(grid / o.best_observed_decay))))
-    lo, hi = grid[max(k - HALF_WINDOW, 0)], grid[min(k + HALF_WINDOW, grid.size - 1)]
-    xs = np.geomspace(lo, hi, points)
-    return xs, o.value_at_opt + o.curvature * (np.log(xs) - math.log(o.decay_opt)) ** 2
+    xs = np.geomspace(grid.min(), grid.max(), points)
+    return xs, o.curve(xs)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -386,11 +381,11 @@ def decay_laws(tables: StudyTables, rfit: ReportFit) -> go.Figure:
         optima = rfit.optima_for(objective)
         _optima_points(fig, optima, "n_params", "decay_opt", axis, colour, f"{name} decay* per cell", shown, 1, 1)
         _optima_points(fig, optima, "tpp", "decay_opt", axis, colour, f"{name} decay* per cell", shown, 1, 2)
-        y_values += [v for o in optima for v in (o.decay_opt, o.low, o.high)]
+        y_values += [v for o in optima for v in (o.decay_opt, o.low, o.high) if math.isfinite(v) and v > 0]
         choice = None
         if rec is not None:
             choice = rec.decay_loss_opt if objective == "val_loss" else rec.decay_plastic_opt
-        if choice is not None:
+        if choice is not None and choice.value is not None and math.isfinite(choice.high):
             label = f"recommended ({name}) for the next budget"
             for col, x in ((1, budget.n_params), (2, budget.tpp)):
                 fig.add_trace(go.Scatter(
@@ -477,8 +472,8 @@ def _optima_points(fig, optima, x_field, y_field, axis: DecayAxis, colour, name,
     if not optima:
         return
     ys = np.array([getattr(o, y_field) for o in optima], dtype=float)
-    lows = np.array([o.low if o.bracketed else np.nan for o in optima])
-    highs = np.array([o.high if o.bracketed else np.nan for o in optima])
+    lows = np.array([o.low if o.bracketed and o.low > 0 else np.nan for o in optima])
+    highs = np.array([o.high if o.bracketed and math.isfinite(o.high) else np.nan for o in optima])
     y = axis.x(ys)
     notes = [f"{o.cell}<br>decay* {axis.label(o.decay_opt)}" + (f" [{o.low:.3g}, {o.high:.3g}]" if o.bracketed
              else f"<br>NOT BRACKETED: {o.reason}") for o in optima]  # fmt: skip

@@ -79,7 +79,15 @@ def tradeoff(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _claims(rfit: ReportFit) -> list[str]:
+    """The paper's question first: each claim's verdict with its pooled numbers (scaling.fit.claims)."""
+    if rfit.fit is None or not rfit.fit.claims:
+        return []
+    return [claim.sentence() for claim in rfit.fit.claims]
+
+
 def _findings(tables: StudyTables, rfit: ReportFit) -> list[str]:
+    out_claims = _claims(rfit)
     t = tables.trials
     decays = sorted(t["decay"].unique())
     ns = sorted(t["n_params"].unique())
@@ -92,6 +100,7 @@ def _findings(tables: StudyTables, rfit: ReportFit) -> list[str]:
         f"{', '.join(f'{x:.3g}' for x in tpps)} tokens per parameter; "
         f"{len(decays)} decays searched from {decays[0]:.3g} to {decays[-1]:.3g}, {_count_text(seeds)} per decay."
     ]
+    out = out_claims + out
     if tables.failed is not None and len(tables.failed):
         kinds = tables.failed["fail_kind"].value_counts() if "fail_kind" in tables.failed.columns else pd.Series(dtype=int)
         detail = f" ({', '.join(f'{v} {k}' for k, v in kinds.items())})" if len(kinds) else ""
@@ -162,17 +171,25 @@ def _recommendation(rfit: ReportFit) -> list[str]:
     rec, budget = rfit.recommendation, rfit.next_budget
     if rec is None:
         return [f"No recommendation for the {budget.describe()}: no decay law could be fitted."]
+    chosen = [c for c in (rec.decay_loss_opt, rec.decay_plastic_opt) if c is not None]
+    if all(c.value is None for c in chosen):
+        return [f"No recommendation for the {budget.describe()}: no decay law could be fitted; "
+                + "; ".join(f"{c.objective}: {c.reason}" for c in chosen) + "."]  # fmt: skip
     out = [f"For the {budget.describe()}:"]
     for name, choice in (("loss-optimal", rec.decay_loss_opt), ("plasticity-optimal", rec.decay_plastic_opt)):
         if choice is None:
             out.append(f"{name} decay: no law.")
+            continue
+        if choice.value is None:
+            out.append(f"{name} decay: no law; {choice.reason}.")
             continue
         loss = (f"; expected base val_loss {choice.expected_val_loss:.4g}"
                 if choice.expected_val_loss is not None and math.isfinite(choice.expected_val_loss) else "")  # fmt: skip
         out.append(
             f"{name} decay {choice.value:.3g} ({round(100 * choice.level)}% prediction interval "
             f"{choice.low:.3g} to {choice.high:.3g}, a factor of {choice.high / choice.low:.3g} wide){loss}; "
-            f"{'backtested' if choice.label == 'backtested' else 'a GUESS: its law could not be backtested'}."
+            f"{'backtested' if choice.label == 'backtested' else 'a GUESS: its law could not be backtested'}"
+            f"{'' if choice.estimand == 'optimum' else f' (estimand: {choice.estimand}; {choice.reason})'}."
         )
     if rec.loss_cost is not None and math.isfinite(rec.loss_cost):
         out.append(f"Pretraining at the plasticity-optimal decay is expected to cost {rec.loss_cost:+.3g} nats/token "
@@ -203,15 +220,16 @@ def _caveat_groups(tables: StudyTables, rfit: ReportFit) -> list[tuple[str, list
         # "... is a guess: <backtest reason>" repeats the fit's no-backtest warning
         about_rec += [w for w in rec.warnings if " is a guess: " not in w and w not in rfit.warnings]
         for choice in (rec.decay_loss_opt, rec.decay_plastic_opt):
-            if choice is not None and choice.low > 0 and choice.high / choice.low > 10:
+            if choice is not None and choice.low > 0 and math.isfinite(choice.high) and choice.high / choice.low > 10:
                 about_rec.append(f"The {choice.objective} recommendation's interval spans a factor of "
                                  f"{choice.high / choice.low:.3g}: the study pins it down poorly.")  # fmt: skip
     about_fits = list(rfit.problems) + list(rfit.warnings)
-    about_fits += [f"{o.objective} optimum in {o.cell} is not bracketed: {o.reason}" for o in rfit.optima if not o.bracketed]
+    about_fits += [f"{o.objective} optimum in {o.cell} is censored: {o.reason}" for o in rfit.optima if not o.bracketed]
     about_data = list(tables.notes)
     seeds = tables.trials.groupby(["cell", "decay"]).size()
     if int(seeds.max()) == 1:
-        about_data.append("One trial per (cell, decay): the per-cell intervals resample trials, not seeds, and are rough.")
+        about_data.append("One trial per (cell, decay): the per-cell intervals rest on the response model's smoothness "
+                          "(noise measured as what the model leaves unexplained), not on seed replicates.")
     groups = [("The recommendation", about_rec), ("The fits", about_fits), ("The data", about_data)]
     return [(name, list(dict.fromkeys(items))) for name, items in groups if items]
 
