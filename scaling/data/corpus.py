@@ -211,7 +211,7 @@ def is_token_array_path(path: str | Path) -> bool:
 # ---------------------------------------------------------------- splitting and fingerprints
 
 
-def _unit_hash(text: str) -> float:
+def unit_hash(text: str) -> float:
     """A number in [0, 1) from sha256: stable across runs, machines and Python versions."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2**64
 
@@ -235,7 +235,7 @@ def split_documents(docs: Iterable[Document], val_frac: float = 0.02, heldout_fr
         by_source[d.source].append(d)
     where: dict[str, str] = {}
     for members in by_source.values():
-        ranked = sorted(members, key=lambda d: (_unit_hash(d.id), d.id))
+        ranked = sorted(members, key=lambda d: (unit_hash(d.id), d.id))
         n = len(ranked)
         n_val = max(1, round(val_frac * n)) if val_frac > 0 and n >= 3 else 0
         n_held = max(1, round(heldout_frac * n)) if heldout_frac > 0 and n >= 3 else 0

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from scaling.data.corpus import Document, iter_jsonl
+from scaling.data.corpus import Document, iter_jsonl, unit_hash
 from scaling.data.tokenizer import Tokenizer
 from scaling.errors import ConfigError, DataError
 
@@ -69,10 +69,6 @@ RECIPES = {
 }
 
 
-def _unit_hash(text: str) -> float:
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2**64
-
-
 def _join_tokens(texts: Sequence[str], tokenizer: Tokenizer) -> np.ndarray:
     out: list[int] = []
     for t in texts:
@@ -107,8 +103,8 @@ def select_code_files(files: Sequence[Path], sizes: Sequence[int]) -> tuple[list
     reaches its byte cap."""
     train, test, used = [], [], {"train": 0, "test": 0}
     caps = {"train": CODE_TRAIN_BYTES, "test": CODE_TEST_BYTES}
-    for rel, size in sorted(zip(files, sizes), key=lambda fs: (_unit_hash(fs[0].as_posix()), fs[0].as_posix())):
-        side = "test" if _unit_hash("split:" + rel.as_posix()) < CODE_TEST_FRAC else "train"
+    for rel, size in sorted(zip(files, sizes), key=lambda fs: (unit_hash(fs[0].as_posix()), fs[0].as_posix())):
+        side = "test" if unit_hash("split:" + rel.as_posix()) < CODE_TEST_FRAC else "train"
         if size > CODE_MAX_FILE_BYTES or used[side] + size > caps[side]:
             continue
         used[side] += size
@@ -240,7 +236,7 @@ def source_task(tokenizer: Tokenizer, heldout_docs: Sequence[Document], seed: in
     train: list[tuple[str, str]] = []
     test: list[tuple[str, str]] = []
     for label in labels:
-        ranked = sorted(by_label[label], key=lambda d: (_unit_hash(d.id), d.id))
+        ranked = sorted(by_label[label], key=lambda d: (unit_hash(d.id), d.id))
         n_test_docs = min(len(ranked) - 1, max(1, round(SOURCE_TEST_DOC_FRAC * len(ranked))))
         completion = f" {label}"
         test += [(source_prompt(p), completion) for p in _sample_passages(ranked[:n_test_docs], n_test // len(labels), rng, chars)]
@@ -293,12 +289,12 @@ def jsonl_task(path: str | Path, tokenizer: Tokenizer, seed: int = 0) -> LMTask 
             examples.append((rec["text"], (f"{rec['text']}\nLabel:", f" {rec['label']}")))
         else:
             examples.append((rec["text"], rec["text"]))
-    is_test = [s == "test" if s else _unit_hash(key) < USER_TEST_FRAC for s, (key, _) in zip(splits, examples)]
+    is_test = [s == "test" if s else unit_hash(key) < USER_TEST_FRAC for s, (key, _) in zip(splits, examples)]
     if all(is_test) or not any(is_test):
         if len(examples) < 2 or any(splits):
             raise DataError(f"task file {file}: needs at least one train and one test example "
                             f"(got {len(examples)} record(s), {sum(is_test)} test)")
-        ranked = sorted(range(len(examples)), key=lambda i: _unit_hash(examples[i][0]))
+        ranked = sorted(range(len(examples)), key=lambda i: unit_hash(examples[i][0]))
         n_test = max(1, round(USER_TEST_FRAC * len(examples)))
         is_test = [False] * len(examples)
         for i in ranked[:n_test]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
+from scaling.fit.text import json_number
 from scaling.fit.optima import CellOptimum
 
 SUPPORTS, AGAINST, UNSURE = "supports", "does not support", "cannot tell"
@@ -37,7 +38,7 @@ class ClaimRow:
     verdict: str
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "value": _num(self.value), "low": _num(self.low), "high": _num(self.high),
+        return {"label": self.label, "value": json_number(self.value), "low": json_number(self.low), "high": json_number(self.high),
                 "censored": self.censored, "verdict": self.verdict}  # fmt: skip
 
 
@@ -145,7 +146,3 @@ def _pool(label, points, draws, level, sign, what) -> tuple[ClaimRow, str]:
         return ClaimRow(label, math.nan, math.nan, math.nan, False, UNSURE), f"No {what}, so no pooled value."
     row = _row(label, float(np.mean(points)), np.mean(draws, axis=0), False, level, sign)
     return row, f"Pooled over {len(points)} {what}."
-
-
-def _num(x: float):
-    return float(x) if math.isfinite(x) else None

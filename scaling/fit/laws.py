@@ -34,6 +34,7 @@ from scipy.special import log_ndtr
 from scipy.stats import t as student_t
 
 from scaling.errors import FitError
+from scaling.fit.text import json_number
 from scaling.fit.optima import CellOptimum
 
 POWER_LINES_M = -0.53  # Bergsma et al. 2025: tau* ~ TPP^-0.53
@@ -165,17 +166,17 @@ class DecayLaw:
             "ci_level": self.ci_level,
             "n_cells": self.n_cells,
             "cells": list(self.cells),
-            "censored": [{"cell": c, "kind": k, "bound": _num(b)} for c, k, b in self.censored],
+            "censored": [{"cell": c, "kind": k, "bound": json_number(b)} for c, k, b in self.censored],
             "excluded": [{"cell": c, "reason": r} for c, r in self.excluded],
-            "tau2": _num(self.tau2),
-            "between_cell_sd": _num(math.sqrt(self.tau2)),
+            "tau2": json_number(self.tau2),
+            "between_cell_sd": json_number(math.sqrt(self.tau2)),
             "df_resid": self.df_resid,
-            "held_out_mean_abs_log_error": _num(self.held_out),
+            "held_out_mean_abs_log_error": json_number(self.held_out),
             "held_out_cells": self.held_out_n,
             "warnings": list(self.warnings),
-            "n_range": [_num(v) for v in self.n_range],
-            "d_range": [_num(v) for v in self.d_range],
-            "tpp_range": [_num(v) for v in self.tpp_range],
+            "n_range": [json_number(v) for v in self.n_range],
+            "d_range": [json_number(v) for v in self.d_range],
+            "tpp_range": [json_number(v) for v in self.tpp_range],
         }
 
 
@@ -401,12 +402,7 @@ def _exp(x: float) -> float:
     return math.exp(x) if x < 709 else math.inf
 
 
-def _num(x):
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def _clean(d: dict) -> dict:
-    return {k: (_num(v) if isinstance(v, float) else v) for k, v in d.items()}
+    return {k: (json_number(v) if isinstance(v, float) else v) for k, v in d.items()}

@@ -33,6 +33,7 @@ import pandas as pd
 
 from scaling.errors import ConfigError, FitError
 from scaling.fit import text
+from scaling.fit.text import json_number
 from scaling.fit.backtest import Backtest
 from scaling.fit.laws import DecayLaw
 from scaling.fit.studyfit import StudyFit, fit_study
@@ -61,9 +62,9 @@ class DecayChoice:
 
     def to_dict(self) -> dict:
         return {
-            "value": _num(self.value), "low": _num(self.low), "high": _num(self.high), "level": self.level,
+            "value": json_number(self.value), "low": json_number(self.low), "high": json_number(self.high), "level": self.level,
             "estimand": self.estimand, "objective": self.objective, "formula": self.formula, "form": self.form,
-            "carried_by": self.carried_by, "label": self.label, "expected_val_loss": _num(self.expected_val_loss),
+            "carried_by": self.carried_by, "label": self.label, "expected_val_loss": json_number(self.expected_val_loss),
             "reason": self.reason,
         }  # fmt: skip
 
@@ -83,7 +84,7 @@ class Extrapolation:
     notes: tuple[str, ...]
 
     def to_dict(self) -> dict:
-        return {k: (_num(v) if isinstance(v, float) else (list(v) if isinstance(v, tuple) else v))
+        return {k: (json_number(v) if isinstance(v, float) else (list(v) if isinstance(v, tuple) else v))
                 for k, v in self.__dict__.items()}  # fmt: skip
 
 
@@ -108,15 +109,15 @@ class Recommendation:
     def to_dict(self) -> dict:
         loss_opt, plastic = self.decay_loss_opt, self.decay_plastic_opt
         return {
-            "budget": {"n_params": self.n_params, "n_tokens": self.n_tokens, "tpp": self.tpp, "compute": _num(self.compute),
+            "budget": {"n_params": self.n_params, "n_tokens": self.n_tokens, "tpp": self.tpp, "compute": json_number(self.compute),
                        "allocation": self.allocation},
-            "recipe": {"lr": _num(self.lr), "batch_tokens": _num(self.batch_tokens)},
+            "recipe": {"lr": json_number(self.lr), "batch_tokens": json_number(self.batch_tokens)},
             "decay_loss_opt": loss_opt.to_dict() if loss_opt else None,
             "decay_plastic_opt": plastic.to_dict() if plastic else None,
             "expected_val_loss": {
-                "at_decay_loss_opt": _num(loss_opt.expected_val_loss) if loss_opt else None,
-                "at_decay_plastic_opt": _num(plastic.expected_val_loss) if plastic else None,
-                "cost_of_plastic": _num(self.loss_cost),
+                "at_decay_loss_opt": json_number(loss_opt.expected_val_loss) if loss_opt else None,
+                "at_decay_plastic_opt": json_number(plastic.expected_val_loss) if plastic else None,
+                "cost_of_plastic": json_number(self.loss_cost),
                 "model": self.loss_model,
             },
             "extrapolation": self.extrapolation.to_dict(),
@@ -451,11 +452,6 @@ def _summary(rec: Recommendation) -> str:
     return "\n".join(lines)
 
 
-def _num(x):
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def _finite(x) -> float | None:

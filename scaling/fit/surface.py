@@ -45,6 +45,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from scaling.errors import FitError
+from scaling.fit.text import json_number
 from scaling.fit.huber_lse import DELTA, huber_lse
 from scaling.fit.lbfgs import minimize_batch
 
@@ -152,7 +153,7 @@ class ComputeOptimal:
     loss: float
 
     def to_dict(self) -> dict:
-        return {k: _num(getattr(self, k)) for k in ("compute", "n_params", "n_tokens", "tpp", "loss")}
+        return {k: json_number(getattr(self, k)) for k in ("compute", "n_params", "n_tokens", "tpp", "loss")}
 
 
 @dataclass(frozen=True)
@@ -219,39 +220,39 @@ class LossSurface:
         return (self.E, self.A, self.B, self.alpha, self.beta)
 
     def to_dict(self) -> dict:
-        ci = {name: [_num(lo), _num(hi)] for name, lo, hi in self.intervals}
+        ci = {name: [json_number(lo), json_number(hi)] for name, lo, hi in self.intervals}
         return {
             "formula": "L(N, D) = E + A * N^-alpha + B * D^-beta",
-            "params": {k: _num(v) for k, v in self.params().items()},
+            "params": {k: json_number(v) for k, v in self.params().items()},
             "ci": ci,
-            "se": {name: _num(v) for name, v in self.std_errors},
-            "sd": {name: _num(v) for name, v in self.std_devs},
+            "se": {name: json_number(v) for name, v in self.std_errors},
+            "sd": {name: json_number(v) for name, v in self.std_devs},
             "ci_level": self.ci_level,
             "n_points": self.n_points,
             "n_starts": self.n_starts,
             "n_converged": self.n_converged,
             "n_bootstrap": self.n_bootstrap,
             "seed": self.seed,
-            "objective": _num(self.objective),
+            "objective": json_number(self.objective),
             "huber_delta": DELTA,
-            "n_range": [_num(x) for x in self.n_range],
-            "d_range": [_num(x) for x in self.d_range],
+            "n_range": [json_number(x) for x in self.n_range],
+            "d_range": [json_number(x) for x in self.d_range],
             "constraints": self.constraints.to_dict(),
             # N* ~ C^a_exp, D* ~ C^b_exp: the exponents of the compute-optimal allocation
             "allocation_exponents": {
-                "n_params": _num(self.beta / (self.alpha + self.beta)) if self.alpha + self.beta > 0 else None,
-                "n_tokens": _num(self.alpha / (self.alpha + self.beta)) if self.alpha + self.beta > 0 else None,
+                "n_params": json_number(self.beta / (self.alpha + self.beta)) if self.alpha + self.beta > 0 else None,
+                "n_tokens": json_number(self.alpha / (self.alpha + self.beta)) if self.alpha + self.beta > 0 else None,
             },
             "diagnostics": {
-                "rms_log_residual": _num(self.rms_log_residual),
-                "max_log_residual": _num(self.max_log_residual),
-                "min_loss": _num(self.min_loss),
+                "rms_log_residual": json_number(self.rms_log_residual),
+                "max_log_residual": json_number(self.max_log_residual),
+                "min_loss": json_number(self.min_loss),
                 "warnings": list(self.warnings),
             },
-            "log_residuals": [] if self.log_residuals is None else [_num(r) for r in self.log_residuals],
+            "log_residuals": [] if self.log_residuals is None else [json_number(r) for r in self.log_residuals],
             "draws": {
                 "columns": list(PARAMS),
-                "values": [] if self.draws is None else [[_num(v) for v in row] for row in self.draws],
+                "values": [] if self.draws is None else [[json_number(v) for v in row] for row in self.draws],
             },
         }
 
@@ -506,12 +507,6 @@ def _bootstrap(z, run, starts, objective, expand, n, n_boot, seed, k) -> np.ndar
     return np.array([_natural(t) for t in expand(best)])
 
 
-def _num(x) -> float | None:
-    """JSON-safe float: NaN and infinities become None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def _float(x) -> float:

@@ -6,6 +6,14 @@ import math
 from collections.abc import Sequence
 
 
+def json_number(x) -> float | None:
+    """A float for JSON: None for missing, NaN and infinities (JSON has no such numbers)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def fmt(x, digits: int = 4) -> str:
     """A number for a table: significant digits, '-' for missing, 'inf' spelled out."""
     if x is None:
