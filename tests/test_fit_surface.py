@@ -273,3 +273,12 @@ def test_unstable_bootstrap_is_flagged_and_enough_refits_clear_it():
     print(few.warnings, many.warnings)
     assert any("bootstrap intervals unstable" in w for w in few.warnings)
     assert not any("bootstrap intervals unstable" in w for w in many.warnings)
+
+
+def test_a_refit_that_runs_a_coefficient_off_to_infinity_gives_inf_not_an_overflow():
+    """Bootstrap refits of a study surface through a few cell optima can send ln A past 709
+    (seen on the one-seed quickstart); the draw is then unbounded, not a crash."""
+    from scaling.fit.surface import _natural
+
+    E, A, B, alpha, beta = _natural(np.array([800.0, 1.0, 0.0, 0.3, 0.4]))
+    assert A == math.inf and B == math.e and E == 1.0 and (alpha, beta) == (0.3, 0.4)

@@ -461,7 +461,13 @@ def surface_warnings(fitted: Mapping[str, float], min_loss: float, constraints: 
 def _natural(theta: np.ndarray) -> tuple[float, float, float, float, float]:
     """(a, b, e, alpha, beta) -> (E, A, B, alpha, beta)."""
     a, b, e, alpha, beta = (float(v) for v in theta)
-    return math.exp(e), math.exp(a), math.exp(b), alpha, beta
+    return _exp(e), _exp(a), _exp(b), alpha, beta
+
+
+def _exp(x: float) -> float:
+    """exp that gives inf instead of OverflowError: a bootstrap refit of a few points can run a
+    coefficient off to infinity (its interval end is then honestly unbounded)."""
+    return math.exp(x) if x < 709.0 else math.inf
 
 
 def _polish(x: np.ndarray, f: np.ndarray, batch, k: int = 5) -> np.ndarray:
