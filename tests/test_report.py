@@ -157,7 +157,7 @@ def test_summary_reports_the_fitted_ratio_recommendation_and_caveats(full_study)
     assert len(both) >= 3  # the synthetic optima sit well inside the grid
     median = float(np.median(both["ratio"]))
     expected = f"{median:.2g}x the loss-optimal one" if median > 1 else f"{1 / median:.2g}x smaller than"
-    assert any(f"The plasticity-optimal decay is {expected}" in line for line in summary.findings), summary.findings
+    assert any(f"the plasticity-optimal decay is {expected}" in line for line in summary.findings), summary.findings
 
     rec = rfit.recommendation
     assert rec is not None and rec.decay_plastic_opt is not None
@@ -177,7 +177,7 @@ def test_summary_direction_follows_the_data_when_plasticity_prefers_less_decay()
     trials, _ = synthetic_study(seed=1, sizes=(2e4, 6e4), tpps=(20.0,), plastic_factor=1 / 8)
     tables = StudyTables(trials=check_trials(trials))
     summary = summarise(tables, fit_for_report(tables.trials, n_bootstrap=BOOTSTRAP))
-    line = next(x for x in summary.findings if x.startswith("The plasticity-optimal decay is"))
+    line = next(x for x in summary.findings if x.startswith("Point estimates: the plasticity-optimal decay is"))
     assert "smaller than the loss-optimal one" in line
 
 

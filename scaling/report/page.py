@@ -45,9 +45,9 @@ _SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None]
     ("loss-vs-decay", "Base loss vs weight decay",
      "Mean val_loss over trials at each decay (dots: single trials; bars: sd over seeds), one line per size, one "
      "panel per token budget, drawn relative to each cell's best mean loss so the curves' shapes can be compared "
-     "(the buttons switch to the measured values). Stars: each cell's loss-optimal decay*, the vertex of the "
-     "quadratic in ln decay fitted near the best searched decay (dotted), with its bootstrap interval; a hollow "
-     "star is not bracketed (it is only the best searched decay).",
+     "(the buttons switch to the measured values). Stars: each cell's loss-optimal decay*, the minimum of its "
+     "fitted response curve (plateau, optional dip, wall; docs/fitting.md), with its interval; a hollow star is "
+     "censored (decay* lies beyond the decays searched: it marks the edge, not an estimate).",
      lambda t, f: None, figures.loss_vs_decay),
     ("finetune-vs-decay", "Fine-tuned score and fine-tuning gain vs weight decay",
      "ft_score is the mean score after fine-tuning over the study's tasks; ft_gain is that score minus the "
@@ -65,7 +65,7 @@ _SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None]
      "with the highest fine-tuned score (plasticity-optimal).",
      lambda t, f: None if t.has("ft_score") else "no ft_score column", figures.pareto_fronts),
     ("decay-laws", "How decay* moves with N and D, and the next budget",
-     "Dots: per-cell decay* for each objective (hollow: not bracketed; bars: per-cell interval). Lines: the "
+     "Dots: per-cell decay* for each objective (hollow: censored, beyond the decays searched; bars: per-cell interval). Lines: the "
      "fitted decay laws; bands: their prediction intervals for a new cell. The shaded region is beyond the "
      "largest N trained: the diamond star there is the recommendation for the next budget, an extrapolation. "
      "Right: the Power Lines timescale tau* = B/(lr decay* D) against TPP (Bergsma et al. 2025).",
@@ -185,8 +185,9 @@ def _optima_table(tables: StudyTables, rfit: ReportFit) -> str:
                     for r in rows)
     note = ""
     if any(not o.bracketed for o in rfit.optima):
-        note = ("<p class='caption'>* not bracketed: the best searched decay, at the edge of the grid (the caveats "
-                "say why); no interval is given for it.</p>")  # fmt: skip
+        note = ("<p class='caption'>* censored: decay* lies beyond the decays searched; shown is the one-sided "
+                "bound at the same coverage (&lt; below the smallest positive decay, &gt; above the largest; the "
+                "caveats give the evidence).</p>")  # fmt: skip
     return (f"<section id='optima'><h2>Per-cell optima</h2><table><thead><tr>"
             + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{cells}</tbody></table>"
             f"{note}</section>")  # fmt: skip
@@ -199,8 +200,9 @@ class _Html(str):
 def _opt_cell(o) -> str:
     if o is None:
         return "-"
-    if not o.bracketed:
-        return _Html(f"<span class='unbracketed' title='{_e(o.reason or '')}'>{_e(f'{o.decay_opt:.3g}')}*</span>")
+    if not o.bracketed:  # censored: show the one-sided bound the data support
+        bound = f"< {o.high:.3g}" if o.kind == "censored_below" else f"> {o.low:.3g}"
+        return _Html(f"<span class='unbracketed' title='{_e(o.reason or o.evidence or '')}'>{_e(bound)}*</span>")
     return _Html(f"{_e(f'{o.decay_opt:.3g}')} <span class='ci'>[{_e(f'{o.low:.3g}')}, {_e(f'{o.high:.3g}')}]</span>")
 
 

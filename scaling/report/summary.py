@@ -120,8 +120,9 @@ def _findings(tables: StudyTables, rfit: ReportFit) -> list[str]:
             med = float(np.median(good["ratio"]))
             spread = (f"; per cell from {good['ratio'].min():.2g}x to {good['ratio'].max():.2g}x" if len(good) > 1 else "")
             out.append(
-                f"The plasticity-optimal decay is {ratio_phrase(med, 'the loss-optimal one')} at these sizes "
-                f"(median over {len(good)} cell{'s' if len(good) > 1 else ''}, {basis}{spread})."
+                f"Point estimates: the plasticity-optimal decay is {ratio_phrase(med, 'the loss-optimal one')} at these "
+                f"sizes (median over {len(good)} cell{'s' if len(good) > 1 else ''}, {basis}{spread}); whether that "
+                "is more than noise is the first claim's test above."
             )
     if tables.has("ft_score"):
         trade = tradeoff(t)
