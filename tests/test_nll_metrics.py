@@ -56,3 +56,34 @@ def test_a_trial_records_nll_before_and_after_per_task_and_their_means():
     before, after = m["ft_source_nll_before"], m["ft_source_nll_after"]
     assert 0 < after < before  # fine-tuning on the labels lowers their held-out NLL
     assert m["ft_nll"] == after and m["ft_nll_gain"] == pytest.approx(before - after)
+
+
+def test_ft_nll_is_a_minimised_objective_and_the_table_names_its_plasticity_objective():
+    import pandas as pd
+
+    from scaling.fit.table import direction_of, plasticity_objective
+
+    assert direction_of("ft_nll") == "min" and direction_of("ft_arithmetic_nll_after") == "min"
+    assert direction_of("ft_arithmetic_after") == "max" and direction_of("ft_nll_gain") == "max"
+    assert plasticity_objective(pd.DataFrame({"plasticity": ["nll", "nll"]})) == ("ft_nll", "min")
+    assert plasticity_objective(pd.DataFrame({"val_loss": [1.0]})) == ("ft_score", "max")
+
+
+def test_the_snr_table_measures_the_decay_effect_against_the_seed_sd():
+    import numpy as np
+    import pandas as pd
+
+    from scaling.report.snr import snr_html, snr_table
+
+    rng = np.random.default_rng(0)
+    rows = [{"cell": "c", "decay": d, "seed": s, "ft_nll": 2 + 0.1 * k + 0.3 * s + rng.normal(0, 0.01),
+             "ft_score": 0.3 + rng.normal(0, 0.03)}
+            for s in range(4) for k, d in enumerate([0, 0.1, 0.3, 1])]
+    table = snr_table(pd.DataFrame(rows)).set_index("metric")
+    assert table.loc["ft_nll", "effect"] == pytest.approx(0.3, abs=0.03)
+    assert table.loc["ft_nll", "paired_sd"] == pytest.approx(0.01, rel=0.6)  # the seed offsets are removed
+    assert table.loc["ft_nll", "seed_sd"] > 0.3  # ... but they are a trial's noise
+    assert table.loc["ft_score", "snr"] < 3  # no decay effect: a range of noise
+    assert "Signal-to-noise" in snr_html(pd.DataFrame(rows))
+    one_seed = snr_table(pd.DataFrame([r for r in rows if r["seed"] == 0])).set_index("metric")
+    assert math.isnan(one_seed.loc["ft_nll", "snr"])
