@@ -171,3 +171,91 @@ def test_refinement_zero_adds_nothing(tmp_path):
     spec = load_spec(write(tmp_path, refine="[refine]\ntrials = 0"))
     assert run_study(spec, workers=1, trial_fn=bowl_in_tau, progress=False).ok
     assert all(len(ts) == 8 for ts in trials(spec).values())
+
+
+CRASH_SPEC = """
+name = "refine-crash"
+sizes = [{ name = "tiny", d_model = 16, n_layers = 1, n_heads = 2 }]
+budgets = { tokens = [1000] }
+tasks = ["arithmetic"]
+storage = "{storage}"
+
+[decay]
+grid = [0, 0.1, 1]
+
+[refine]
+trials = 2
+
+[worker]
+heartbeat_interval = 1
+grace_period = 2
+"""
+
+RUNNER = """
+import sys
+from scaling.study import load_spec, run_study
+from tests.test_study_tau import stalls_once_in_refinement as trial_fn
+report = run_study(load_spec(sys.argv[1]), workers=2, trial_fn=trial_fn, progress=False)
+sys.exit(0 if report.ok else 1)
+"""
+
+
+def stalls_once_in_refinement(cfg):
+    """A fake trial, best at decay 0.1, that hangs in the first refinement trial to start (a decay
+    off the grid), leaving its pid in a mark so the test can kill that worker."""
+    import os
+    import time
+    from pathlib import Path
+
+    marks = Path(os.environ["STUDY_TEST_MARKS"])
+    (marks / f"{cfg.decay!r}-{os.getpid()}-{time.monotonic_ns()}").touch()
+    if cfg.decay not in (0.0, 0.1, 1.0):
+        try:
+            os.close(os.open(marks.parent / "stalled", os.O_CREAT | os.O_EXCL))
+            (marks.parent / f"victim-{os.getpid()}").touch()
+            time.sleep(300)
+        except FileExistsError:
+            pass
+    x = math.log10(cfg.decay) + 1 if cfg.decay else 2.0
+    return {"val_loss": 3 + x * x, "ft_nll": 2 + x * x, "ft_score": 0.5, "seed": cfg.seed, "curve": []}
+
+
+@pytest.mark.slow
+def test_killing_a_worker_during_refinement_loses_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    path = tmp_path / "crash.toml"
+    path.write_text(CRASH_SPEC.replace("{storage}", f"sqlite:///{tmp_path}/optuna.db"))
+    spec = load_spec(path)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(path)], cwd=root,
+                            env={**os.environ, "STUDY_TEST_MARKS": str(marks)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("victim-*")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    (victim,) = tmp_path.glob("victim-*")
+    os.kill(int(victim.name.split("-")[1]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+
+    (ts,) = trials(spec).values()
+    refined = [t for t in ts if "refine" in t.user_attrs]
+    by_plan = {}
+    for t in refined:
+        by_plan.setdefault(t.user_attrs["plan"], []).append(t)
+    assert len(by_plan) == 2  # the budget: tau * sqrt(2) and tau / sqrt(2) around decay 0.1
+    states = sorted([t.state.name for t in attempts] for attempts in by_plan.values())
+    assert states == [["COMPLETE"], ["FAIL", "COMPLETE"]]  # the killed one was rerun
+    killed, rerun = next(a for a in by_plan.values() if len(a) == 2)
+    assert rerun.params == killed.params and rerun.user_attrs["refine"] == 1
+    cell = study_status(spec).cells[0]
+    assert (cell.planned, cell.refinement, cell.complete, cell.retried, cell.finished) == (3, 2, 5, 1, True)
