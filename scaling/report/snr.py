@@ -4,7 +4,9 @@ Per cell and metric: the *effect* is the range (best minus worst) of the seed-ad
 means (`scaling.study.refine.seed_adjusted_means`: value = m[decay] + b[seed]); the *noise* is
 one trial's seed sd, the pooled within-decay sd across seeds; `snr` = effect / noise. The
 paired sd (the residual sd of the additive model, what a paired comparison of two decays
-sees) is given too. Cells with fewer than two seeds at some decay have no noise estimate.
+sees) is given too, and `floor`: the range the decay means would have with no decay effect at
+all (the expected range of k normal means of sd paired_sd / sqrt(seeds)), so an effect near
+the floor is noise. Cells with fewer than two seeds have no noise estimate.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ def _pooled_sd(groups: list[np.ndarray]) -> float:
     return math.sqrt(ss / df) if df > 0 else math.nan
 
 
+def expected_range(k: int) -> float:
+    """E[max - min] of k independent standard normals (1.128 for 2, 1.693 for 3)."""
+    from scipy.stats import norm
+
+    x = np.linspace(-8, 8, 4001)
+    cdf = norm.cdf(x)
+    return float(np.trapezoid(1 - cdf ** k - (1 - cdf) ** k, x))
+
+
 def cell_snr(rows: pd.DataFrame, metric: str) -> dict[str, float]:
     """effect, seed_sd, paired_sd, snr (effect / seed_sd), n_decays, n_seeds of one cell's metric."""
     from scaling.study.refine import seed_adjusted_means
@@ -32,7 +43,7 @@ def cell_snr(rows: pd.DataFrame, metric: str) -> dict[str, float]:
     decays = rows["decay"].to_numpy(dtype=float)
     seeds = rows["seed"].to_numpy(dtype=int)
     values = rows[metric].to_numpy(dtype=float)
-    out = {"effect": math.nan, "seed_sd": math.nan, "paired_sd": math.nan, "snr": math.nan,
+    out = {"effect": math.nan, "seed_sd": math.nan, "paired_sd": math.nan, "snr": math.nan, "floor": math.nan,
            "n_decays": len(set(decays.tolist())), "n_seeds": len(set(seeds.tolist()))}
     if out["n_decays"] < 2:
         return out
@@ -45,6 +56,7 @@ def cell_snr(rows: pd.DataFrame, metric: str) -> dict[str, float]:
         resid = values - np.array([means[d] + fitted_seed[s] for d, s in zip(decays, seeds)])
         df = len(values) - out["n_decays"] - out["n_seeds"] + 1
         out["paired_sd"] = math.sqrt(float((resid ** 2).sum()) / df) if df > 0 else math.nan
+        out["floor"] = expected_range(out["n_decays"]) * out["paired_sd"] / math.sqrt(out["n_seeds"])
     out["snr"] = out["effect"] / out["seed_sd"] if out["seed_sd"] and math.isfinite(out["seed_sd"]) else math.nan
     return out
 
@@ -57,8 +69,8 @@ def snr_table(trials: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.Da
             continue
         for cell in sorted(trials["cell"].unique()):
             rows.append({"metric": metric, "cell": cell, **cell_snr(trials[trials["cell"] == cell], metric)})
-    return pd.DataFrame(rows, columns=["metric", "cell", "effect", "seed_sd", "paired_sd", "snr", "n_decays",
-                                       "n_seeds"])
+    return pd.DataFrame(rows, columns=["metric", "cell", "effect", "seed_sd", "paired_sd", "snr", "floor",
+                                       "n_decays", "n_seeds"])
 
 
 def snr_html(trials: pd.DataFrame) -> str:
@@ -78,10 +90,12 @@ def snr_html(trials: pd.DataFrame) -> str:
         cells = "; ".join(f"{c} {f(s)}" for c, s in zip(group["cell"], group["snr"]))
         body.append(f"<tr><td>{html.escape(metric)}</td><td>{f(group['effect'].median())}</td>"
                     f"<td>{f(group['seed_sd'].median())}</td><td>{f(group['paired_sd'].median())}</td>"
-                    f"<td>{f(group['snr'].median())}</td><td>{html.escape(cells)}</td></tr>")
+                    f"<td>{f(group['snr'].median())}</td><td>{f(group['floor'].median())}</td>"
+                    f"<td>{html.escape(cells)}</td></tr>")
     note = ("Effect: range of the seed-adjusted decay means in a cell; seed sd: one trial's sd across seeds at a "
-            "decay (pooled); paired sd: residual sd once each seed's offset is removed. Medians over cells; '-' "
-            "where a cell has one seed.")
+            "decay (pooled); paired sd: residual sd once each seed's offset is removed; noise floor: the effect "
+            "expected with no decay effect at all. Medians over cells; '-' where a cell has one seed.")
     return ("<section id='snr'><h2>Signal-to-noise per plasticity metric</h2><table><thead><tr><th>metric</th>"
-            "<th>effect</th><th>seed sd</th><th>paired sd</th><th>effect / seed sd</th><th>per cell</th></tr>"
+            "<th>effect</th><th>seed sd</th><th>paired sd</th><th>effect / seed sd</th><th>noise floor</th>"
+            "<th>effect / seed sd per cell</th></tr>"
             f"</thead><tbody>{''.join(body)}</tbody></table><p class='caption'>{html.escape(note)}</p></section>")
