@@ -162,6 +162,12 @@ def test_refinement_adds_tagged_trials_after_the_grid_and_status_counts_them(tmp
     assert all(c.planned == 8 and c.refinement > 0 and c.finished for c in status.cells)
     text = status.to_text()
     assert "refine" in text.splitlines()[1] and "best ft_nll" in text
+    from scaling.study import export_study
+    import pandas as pd
+
+    exported = pd.read_csv(export_study(spec, out_dir=tmp_path / "out").trials_csv)
+    assert set(exported["plasticity"]) == {"nll"} and (exported["refine"] > 0).sum() == status.cells[0].refinement + \
+        status.cells[1].refinement and "tau_mean_lr" in exported.columns
     again = run_study(spec, workers=1, trial_fn=bowl_in_tau, progress=False)  # decided once: nothing new
     assert again.enqueued == 0 and sum(len(ts) for ts in trials(spec).values()) == sum(
         c.planned + c.refinement for c in status.cells)
