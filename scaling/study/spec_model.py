@@ -7,7 +7,6 @@ seeds. Every other `RunConfig` field is fixed per spec or per size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
