@@ -265,3 +265,42 @@ def test_killing_a_worker_during_refinement_loses_nothing(tmp_path):
     assert rerun.params == killed.params and rerun.user_attrs["refine"] == 1
     cell = study_status(spec).cells[0]
     assert (cell.planned, cell.refinement, cell.complete, cell.retried, cell.finished) == (3, 2, 5, 1, True)
+
+
+@pytest.mark.slow
+def test_a_cells_taus_and_seeds_train_stacked_with_the_real_pipeline_and_record_their_timescales(tmp_path):
+    path = tmp_path / "real.toml"
+    path.write_text(f"""
+name = "real"
+sizes = [{{ name = "tiny", d_model = 16, n_layers = 1, n_heads = 2 }}]
+budgets = {{ tokens = [8192] }}
+seeds = [0, 1]
+tasks = ["source"]
+batch_size = 4
+context = 64
+lr = 3e-3
+batch_models = 4
+storage = "sqlite:///{tmp_path}/real.db"
+
+[decay]
+tau = [1, 0.25]
+
+[refine]
+trials = 1
+
+[run]
+device = "cpu"
+probes = false
+eval_tokens = 2048
+decay_params = "matrices"
+""")
+    spec = load_spec(path)
+    assert run_study(spec, workers=1, progress=False, threads=1).ok
+    (ts,) = trials(spec).values()
+    assert len(ts) == 7 and all(t.state.name == "COMPLETE" for t in ts)
+    for t in ts:
+        assert t.user_attrs["batch_models"] in (1, 2, 4)  # stacked units of one cell
+        assert t.values[1] == t.user_attrs["ft_nll"] == t.user_attrs["ft_source_nll_after"]
+        target = t.user_attrs.get("tau_target")
+        if target is not None and target != "inf":
+            assert t.user_attrs["tau"] == pytest.approx(float(target))
