@@ -41,16 +41,17 @@ def main() -> None:
     n_tokens = token_budget(base, non_embedding_params(model_shape(base)))[1]
     configs = [base.replace(decay=decay_for_tau(t, base.batch_tokens, base.lr, n_tokens), seed=s)
                for s in args.seeds for t in args.taus]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     rows = run_pipeline_batched(configs)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     for row in rows:
         out = {k: row.get(k) for k in KEEP}
         out.update({k: v for k, v in row.items() if k.startswith("ft_") and k.endswith(("_after", "_before"))})
         out["stack_wall_s"] = wall
+        out["stack_cpu_s"] = cpu
         out["stack_models"] = len(configs)
         print(json.dumps(out), flush=True)
-    print(f"{len(configs)} models in {wall:.0f} s", file=sys.stderr)
+    print(f"{len(configs)} models in {wall:.0f} s wall, {cpu:.0f} s CPU", file=sys.stderr)
 
 
 if __name__ == "__main__":
