@@ -105,7 +105,7 @@ def fake_batch(diverging: float | None = None, interrupt: bool = False, sizes: l
                 out.append({"error": f"loss is nan at step 7 (pretraining, decay {c.decay})", "diverged_step": 7,
                             "diverged_phase": "pretraining", "val_loss": math.nan, "curve": []})
             else:
-                out.append({"val_loss": 3.0 + c.decay, "ft_score": 0.5, "curve": [[1, 3.0]], "wall_s": 0.1})
+                out.append({"val_loss": 3.0 + c.decay, "ft_score": 0.5, "ft_nll": 2.0, "curve": [[1, 3.0]], "wall_s": 0.1})
         return out
     return batch_fn
 

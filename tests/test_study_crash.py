@@ -55,7 +55,7 @@ def stalls_once_at_decay_0_1(cfg):
     if cfg.decay == 0.1 and attempt == 0:
         time.sleep(300)
     time.sleep(0.1)
-    return {"val_loss": 3.0 + cfg.decay, "ft_score": 0.5 - cfg.decay / 10, "seed": cfg.seed, "device": "cpu",
+    return {"val_loss": 3.0 + cfg.decay, "ft_score": 0.5 - cfg.decay / 10, "ft_nll": 2.0 + cfg.decay / 10, "seed": cfg.seed, "device": "cpu",
             "curve": [{"step": 1, "tokens": 512, "lr": 1e-3, "train_loss": 5.0, "val_loss": 5.1}]}
 
 

@@ -167,7 +167,7 @@ def bowl(cfg):
     import math
 
     x = math.log10(cfg.decay)
-    return {"val_loss": 3 + (x + 1) ** 2, "ft_score": 1 / (1 + x * x), "seed": cfg.seed, "curve": []}
+    return {"val_loss": 3 + (x + 1) ** 2, "ft_score": 1 / (1 + x * x), "ft_nll": 1 + x * x, "seed": cfg.seed, "curve": []}
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "nsga2", "random"])

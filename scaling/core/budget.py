@@ -28,3 +28,14 @@ def tau(batch_tokens: int, lr: float, decay: float, n_tokens: int, decay_mode: s
     if rate == 0:
         return math.inf
     return batch_tokens / (rate * n_tokens)
+
+
+def decay_for_tau(tau_value: float, batch_tokens: int, lr: float, n_tokens: int,
+                  decay_mode: str = "coupled") -> float:
+    """The weight decay whose timescale is `tau_value` (the inverse of `tau`); 0 for tau = inf."""
+    if math.isinf(tau_value):
+        return 0.0
+    if not tau_value > 0:
+        raise ValueError(f"tau must be > 0, got {tau_value!r}")
+    rate = batch_tokens / (tau_value * n_tokens)
+    return rate if decay_mode == "independent" else rate / lr

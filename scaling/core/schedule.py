@@ -38,3 +38,10 @@ def lr_multiplier(step: int, steps: int, schedule: str = "cosine", warmup_frac: 
     span = steps - w - 1
     progress = 1.0 if span <= 0 else (step - w) / span
     return final_lr_frac + (1 - final_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def mean_lr_multiplier(steps: int, schedule: str = "cosine", warmup_frac: float = 0.1,
+                       final_lr_frac: float = 0.1, cooldown_frac: float = 0.2) -> float:
+    """The schedule's mean multiplier of the peak LR over a run of `steps` updates."""
+    total = sum(lr_multiplier(s, steps, schedule, warmup_frac, final_lr_frac, cooldown_frac) for s in range(steps))
+    return total / max(1, steps)

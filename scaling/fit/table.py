@@ -27,13 +27,27 @@ DIRECTIONS: dict[str, str] = {
     "gap": "min",
     "ft_score": "max",
     "ft_gain": "max",
+    "ft_nll": "min",  # mean held-out NLL after fine-tuning (nats per target token)
+    "ft_nll_gain": "max",  # NLL before minus after
 }
 DEFAULT_OBJECTIVES: dict[str, str] = {"val_loss": "min", "ft_score": "max"}
+# A study's plasticity objective: trials.csv's `plasticity` column (the spec's choice) names it.
+PLASTICITY_OBJECTIVES: dict[str, tuple[str, str]] = {"nll": ("ft_nll", "min"), "score": ("ft_score", "max")}
+
+
+def plasticity_objective(table: pd.DataFrame) -> tuple[str, str]:
+    """(column, direction) of the table's plasticity objective: its `plasticity` column's choice
+    ("nll" -> ft_nll minimised, "score" -> ft_score maximised); ft_score for tables without one."""
+    chosen = table["plasticity"].dropna().unique() if "plasticity" in table.columns else []
+    if len(chosen) > 1:
+        raise DataError(f"column 'plasticity': one objective per table, got {', '.join(map(str, chosen))}")
+    return PLASTICITY_OBJECTIVES.get(str(chosen[0]) if len(chosen) else "score", PLASTICITY_OBJECTIVES["score"])
 # Names a --col mapping may target (design.md section 2, plus the table's bookkeeping columns);
 # `ft_<task>_before` / `ft_<task>_after` and any --objective column are accepted too.
 COLUMN_NAMES = (
     "n_params", "n_tokens", "compute", "tpp", "decay", "lr", "batch_tokens", "steps", "tau", "val_loss",
     "train_loss", "gap", "ft_score", "ft_gain", "probe_acc", "qk_rank", "cell", "seed",
+    "ft_nll", "ft_nll_gain", "tau_mean_lr", "plasticity",
 )  # fmt: skip
 
 
@@ -79,6 +93,8 @@ def direction_of(column: str) -> str | None:
     """The optimisation direction design.md gives a metric column, or None if it has none."""
     if column in DIRECTIONS:
         return DIRECTIONS[column]
+    if column.startswith("ft_") and column.endswith(("_nll_after", "_nll_before")):
+        return "min"
     if column.startswith("ft_") and column.endswith("_after"):
         return "max"
     return None

@@ -17,6 +17,7 @@ from scaling.report import figures
 from scaling.report.analysis import ReportFit
 from scaling.report.data import MECHANISMS, StudyTables
 from scaling.report.residuals import surface_residuals
+from scaling.report.snr import snr_html
 from scaling.report.summary import Summary, decay_ratios, summarise, surface_reason
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
@@ -109,6 +110,7 @@ def render(tables: StudyTables, rfit: ReportFit, *, title: str | None = None) ->
         f"<header><h1>{_e(name)}</h1><p class='meta'>{_e(_meta(tables))}</p></header>",
         _summary_html(summary),
         _optima_table(tables, rfit),
+        snr_html(tables.trials),
         _toc(parts),
     ]
     drawn = []

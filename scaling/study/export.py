@@ -59,6 +59,8 @@ def trial_row(spec: StudySpec, cell: str, t: FrozenTrial) -> dict[str, Any]:
         row["wall_s"] = attrs.get("trial_wall_s")
     for key in ("code_version", "git_commit", "host"):
         row[key] = attrs.get(key)
+    # the spec's plasticity objective (the fits read it), and the refinement round (0: planned)
+    row.update(plasticity=spec.plasticity, refine=attrs.get("refine", 0))
     return row
 
 

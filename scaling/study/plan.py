@@ -17,22 +17,28 @@ are left for the sampler to propose when a worker pops the slot.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from scaling.study.spec import Cell, StudySpec
+from scaling.errors import ConfigError
+from scaling.study.spec import Cell, PlannedTrial, StudySpec
 from scaling.study.storage import retry_storage, storage_lock
 
-OBJECTIVES = ("val_loss", "ft_score")
+if TYPE_CHECKING:
+    import pandas as pd
+
+OBJECTIVES = ("val_loss", "ft_score")  # a spec's default before `plasticity`; see StudySpec.objectives
 DIRECTIONS = ("minimize", "maximize")
-# user attrs every planned trial carries from enqueue through retries
-PLAN_ATTRS = ("plan", "seed", "cell")
+# user attrs every planned trial carries from enqueue through retries (refine, tau_target and
+# planned_decay only on some: refinement trials and timescale grids)
+PLAN_ATTRS = ("plan", "seed", "cell", "refine", "tau_target", "planned_decay")
 
 
 def open_cell_study(spec: StudySpec, cell: Cell, storage: optuna.storages.BaseStorage,
@@ -40,11 +46,13 @@ def open_cell_study(spec: StudySpec, cell: Cell, storage: optuna.storages.BaseSt
     name = spec.study_name(cell)
     if not create:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    metrics, directions = zip(*spec.objectives)
     study = retry_storage(lambda: optuna.create_study(
-        study_name=name, storage=storage, sampler=sampler, directions=list(DIRECTIONS),
+        study_name=name, storage=storage, sampler=sampler, directions=list(directions),
         load_if_exists=True))
     if "cell" not in study.user_attrs:
-        study.set_metric_names(list(OBJECTIVES))
+        study.set_metric_names(list(metrics))
+        study.set_user_attr("plasticity", spec.plasticity)
         study.set_user_attr("spec", spec.name)
         study.set_user_attr("cell", cell.name)
         study.set_user_attr("size", cell.size.name)
@@ -89,17 +97,37 @@ def ensure_planned(spec: StudySpec, storage: optuna.storages.BaseStorage, n_tria
         for cell in spec.cells():
             study = open_cell_study(spec, cell, storage)
             groups = by_plan_key(study.get_trials(deepcopy=False))
-            for planned in spec.plan(n_trials):
-                trials = groups.get(planned.key, [])
-                if not needs_enqueue(trials, retry_failed):
-                    continue
-                params: dict[str, Any] = dict(trials[-1].params) if trials else {}
-                if planned.decay is not None:
-                    params["decay"] = planned.decay
-                attrs = {"plan": planned.key, "seed": planned.seed, "cell": cell.name}
-                retry_storage(lambda: study.enqueue_trial(params, user_attrs=attrs))
-                added += 1
+            check_plasticity(spec, study)
+            for planned in spec.plan(n_trials, cell=cell):
+                added += enqueue_planned(study, cell, planned, groups.get(planned.key, []), retry_failed)
     return added
+
+
+def enqueue_planned(study: optuna.Study, cell: Cell, planned: PlannedTrial, trials: list[FrozenTrial],
+                    retry_failed: bool, refine_round: int | None = None) -> int:
+    """Enqueue `planned` unless its plan key's `trials` make that unnecessary; 1 if enqueued."""
+    if not needs_enqueue(trials, retry_failed):
+        return 0
+    params: dict[str, Any] = dict(trials[-1].params) if trials else {}
+    attrs: dict[str, Any] = {"plan": planned.key, "seed": planned.seed, "cell": cell.name}
+    if planned.decay is not None:
+        params["decay"] = planned.decay
+        attrs["planned_decay"] = planned.decay
+    if planned.tau is not None:
+        attrs["tau_target"] = planned.tau if math.isfinite(planned.tau) else "inf"
+    if refine_round is not None:
+        attrs["refine"] = refine_round
+    retry_storage(lambda: study.enqueue_trial(params, user_attrs=attrs))
+    return 1
+
+
+def check_plasticity(spec: StudySpec, study: optuna.Study) -> None:
+    """ConfigError when the cell's study was made with another plasticity objective (its
+    Optuna directions and values would not match the spec's)."""
+    made = study.user_attrs.get("plasticity", "score")  # studies from before the key held ft_score
+    if made != spec.plasticity:
+        raise ConfigError(f"{spec.path}: plasticity: the study {study.study_name!r} in this storage was made with "
+                          f"plasticity = {made!r}; expected that value (or a new storage), got {spec.plasticity!r}")
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, count_retry: bool, max_retry: int) -> bool:
@@ -121,3 +149,55 @@ def requeue(study: optuna.Study, trial: FrozenTrial, count_retry: bool, max_retr
         user_attrs={k: trial.user_attrs[k] for k in PLAN_ATTRS if k in trial.user_attrs},
         system_attrs=system_attrs)))
     return True
+
+
+def refinement_table(spec: StudySpec, cell: Cell, trials: Iterable[FrozenTrial]) -> "pd.DataFrame":
+    """The cell's completed trials as the refinement rule reads them: cell, decay, seed, tau and
+    the spec's objective columns (from the trials' values)."""
+    import pandas as pd
+
+    names = [name for name, _ in spec.objectives]
+    rows = [{"cell": cell.name, "decay": float(t.params["decay"]), "seed": int(t.user_attrs["seed"]),
+             "tau": _float(t.user_attrs.get("tau")), **dict(zip(names, t.values))}
+            for t in trials if t.state == TrialState.COMPLETE and "decay" in t.params and "seed" in t.user_attrs]
+    return pd.DataFrame(rows, columns=["cell", "decay", "seed", "tau", *names])
+
+
+def ensure_refined(spec: StudySpec, storage: optuna.storages.BaseStorage, round_: int,
+                   log: Callable[[str], None] | None = None) -> int:
+    """Enqueue refinement round `round_` of every cell; return how many trials were enqueued.
+
+    The first caller computes the round's proposals (`scaling.study.refine.propose`) from the
+    cell's completed trials and records their plan keys on the cell's study (user attr
+    "refine_round_<n>"); later callers, and resumes, enqueue the recorded keys that still lack a
+    trial, so a round is decided once whoever runs it and however often it is resumed."""
+    from scaling.study.refine import propose
+
+    added = 0
+    directions = [(name, "min" if d == "minimize" else "max") for name, d in spec.objectives]
+    with storage_lock(storage, f"{spec.name}/.plan-lock", log=log):
+        for cell in spec.cells():
+            study = open_cell_study(spec, cell, storage)
+            trials = study.get_trials(deepcopy=False)
+            groups = by_plan_key(trials)
+            attr = f"refine_round_{round_}"
+            recorded = study.user_attrs.get(attr)
+            if recorded is None:
+                proposals = propose(refinement_table(spec, cell, trials), directions, spec.refine.trials)
+                recorded = [{"key": f"refine={round_}/{p.key}", "seed": p.seed, "decay": p.decay,
+                             "tau": None if p.tau is None else (p.tau if math.isfinite(p.tau) else "inf"),
+                             "objective": p.objective, "reason": p.reason} for p in proposals]
+                study.set_user_attr(attr, recorded)
+            for r in recorded:
+                tau = None if r["tau"] is None else float(r["tau"])
+                planned = PlannedTrial(r["key"], int(r["seed"]), float(r["decay"]), tau)
+                added += enqueue_planned(study, cell, planned, groups.get(r["key"], []), False, refine_round=round_)
+    return added
+
+
+def _float(x: Any) -> float:
+    """A recorded number (inf may be stored as a string) as a float; NaN when absent."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan

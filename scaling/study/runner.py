@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, replace
 
 from scaling.errors import ConfigError
-from scaling.study.plan import ensure_planned
+from scaling.study.plan import ensure_planned, ensure_refined
 from scaling.study.spec import StudySpec
 from scaling.study.status import StudyStatus, study_status
 from scaling.study.storage import open_storage, safe_url
@@ -87,6 +87,23 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
     enqueued = ensure_planned(spec, store, n_trials=n_trials, retry_failed=retry_failed,
                               log=lambda msg: print(msg, file=sys.stderr))
     store.engine.dispose()  # spawned workers open their own connections
+    results = _run_workers(spec, url, workers, trial_fn, progress, threads, batch_fn)
+    # Adaptive refinement (scaling.study.refine): each round is decided from the finished trials,
+    # enqueued like planned ones, and run by the same workers.
+    for round_ in range(1, spec.refine.rounds + 1 if spec.refine.enabled else 1):
+        store = open_storage(url, spec.worker)
+        added = ensure_refined(spec, store, round_, log=lambda msg: print(msg, file=sys.stderr))
+        store.engine.dispose()
+        if added == 0 and not any(c.waiting or c.running for c in study_status(spec, url).cells):
+            continue  # nothing new (or decided and run earlier): a resume moves on to the next round
+        enqueued += added
+        results = _run_workers(spec, url, workers, trial_fn, progress, threads, batch_fn)
+    return RunReport(safe_url(url), enqueued, results, study_status(spec, url))
+
+
+def _run_workers(spec: StudySpec, url: str, workers: int, trial_fn: TrialFn | None, progress: bool,
+                 threads: int | None, batch_fn: Unit | None) -> tuple[WorkerResult | int, ...]:
+    """Run the workers until nothing is waiting or running; KeyboardInterrupt if one was stopped."""
     if workers == 1:
         results: tuple[WorkerResult | int, ...] = (
             run_worker(spec, url, index=0, trial_fn=trial_fn, progress=progress, threads=threads,
@@ -97,7 +114,7 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
         results, interrupted = _run_processes(spec, url, workers, trial_fn, progress, per_worker, batch_fn)
     if interrupted:
         raise KeyboardInterrupt
-    return RunReport(safe_url(url), enqueued, results, study_status(spec, url))
+    return results
 
 
 def _worker_main(spec: StudySpec, url: str, index: int, trial_fn: TrialFn | None, progress: bool,

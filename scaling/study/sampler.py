@@ -25,7 +25,11 @@ def make_sampler(search: DecaySearch) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler()
 
 
-def suggest_decay(trial: optuna.Trial, search: DecaySearch) -> float:
-    """The trial's decay: its enqueued grid value, or the sampler's proposal in the range."""
-    low, high = search.bounds()
+def suggest_decay(trial: optuna.Trial, search: DecaySearch, bounds: tuple[float, float] | None = None) -> float:
+    """The trial's decay: its enqueued value (a grid point or a refinement trial's), or the
+    sampler's proposal in `bounds` (default the search's; a timescale grid's are per cell)."""
+    low, high = bounds if bounds is not None else search.bounds()
+    planned = trial.user_attrs.get("planned_decay")
+    if planned is not None:  # refinement may step beyond the grid: widen so the value fits
+        low, high = min(low, float(planned)), max(high, float(planned))
     return float(trial.suggest_float("decay", low, high, log=search.log and not search.is_grid))

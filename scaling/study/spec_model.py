@@ -15,6 +15,9 @@ from scaling.errors import ConfigError
 from scaling.study.training import RunConfig
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
+# The plasticity objective a spec picks: (metric column, Optuna direction).
+PLASTICITY = {"nll": ("ft_nll", "minimize"), "score": ("ft_score", "maximize")}
+DEFAULT_PLASTICITY = "nll"  # chosen by measured signal-to-noise: docs/study-design.md
 PER_SIZE_KEYS = ("lr", "schedule", "batch_size", "context")
 
 
@@ -68,9 +71,11 @@ class Cell:
 
 @dataclass(frozen=True)
 class DecaySearch:
-    """Either an explicit grid (every value run once per seed) or a sampler over [low, high]."""
+    """An explicit grid (every value run once per seed), a timescale grid `taus` (each cell's
+    decays are B / (peak lr * tau * D); inf is decay 0) or a sampler over [low, high]."""
 
     grid: tuple[float, ...] | None = None
+    taus: tuple[float, ...] | None = None
     low: float | None = None
     high: float | None = None
     log: bool = True
@@ -79,15 +84,22 @@ class DecaySearch:
 
     @property
     def is_grid(self) -> bool:
-        return self.grid is not None
+        """Every decay fixed at enqueue time (an absolute or a timescale grid)."""
+        return self.grid is not None or self.taus is not None
 
     def bounds(self) -> tuple[float, float]:
+        """The absolute grid's or the sampler's range (a timescale grid's is per cell:
+        `StudySpec.decay_bounds`)."""
+        if self.taus is not None:
+            raise ValueError("a timescale grid has per-cell decays: use StudySpec.decay_bounds(cell)")
         if self.grid is not None:
             return min(self.grid), max(self.grid)
         assert self.low is not None and self.high is not None
         return self.low, self.high
 
     def describe(self) -> str:
+        if self.taus is not None:
+            return "tau grid " + ", ".join(f"{t:g}" for t in self.taus) + " (decay = B / (peak lr * tau * D))"
         if self.grid is not None:
             return "grid " + ", ".join(f"{d:g}" for d in self.grid)
         scale = "log" if self.log else "linear"
@@ -102,6 +114,7 @@ class PlannedTrial:
     key: str
     seed: int
     decay: float | None
+    tau: float | None = None  # the timescale the decay was set from (a tau grid), inf for decay 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,19 @@ class WorkerSettings:
     heartbeat_interval: int = 10
     grace_period: int = 60
     max_retry: int = 3
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Adaptive refinement after the planned trials (`scaling.study.refine`): up to `rounds`
+    rounds, each adding at most `trials` trials per cell. trials = 0 disables it."""
+
+    trials: int = 0
+    rounds: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.trials > 0 and self.rounds > 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +163,13 @@ class StudySpec:
     # Budgets of one size from one run: a shared WSD stable phase and a cooldown branch per
     # budget (`scaling.train.cooldown`, Hagele et al. 2024); needs warmup_frac = 0 (docs/studies.md).
     cooldown_branches: bool = False
+    plasticity: str = DEFAULT_PLASTICITY  # "nll" (ft_nll minimised) or "score" (ft_score maximised)
+    refine: RefineSettings = RefineSettings()
+
+    @property
+    def objectives(self) -> tuple[tuple[str, str], ...]:
+        """(metric, Optuna direction) of the study's two objectives: base loss, then plasticity."""
+        return (("val_loss", "minimize"), PLASTICITY[self.plasticity])
 
     @property
     def storage_url(self) -> str:
@@ -157,14 +190,40 @@ class StudySpec:
 
     def n_trials(self, override: int | None = None) -> int:
         """Planned trials per cell."""
+        if self.decay.taus is not None:
+            return len(self.decay.taus) * len(self.seeds)
         if self.decay.grid is not None:
             return len(self.decay.grid) * len(self.seeds)
         return override if override is not None else int(self.decay.n_trials or 0)
 
-    def plan(self, n_trials: int | None = None) -> tuple[PlannedTrial, ...]:
+    def n_tokens(self, cell: Cell) -> int:
+        """The tokens a trial of `cell` pretrains on (whole steps)."""
+        from scaling.study.training import trained_tokens
+
+        return trained_tokens(self.run_config(cell, 0.0, self.seeds[0]))
+
+    def decay_of_tau(self, cell: Cell, tau_value: float) -> float:
+        """The decay of `cell` whose timescale, with the peak lr, is `tau_value` (0 for inf)."""
+        from scaling.core.budget import decay_for_tau
+
+        config = self.run_config(cell, 0.0, self.seeds[0])
+        return decay_for_tau(tau_value, config.batch_tokens, config.lr, self.n_tokens(cell), config.decay_mode)
+
+    def decay_bounds(self, cell: Cell) -> tuple[float, float]:
+        """The smallest and largest decay planned (or searched) in `cell`."""
+        if self.decay.taus is not None:
+            decays = [self.decay_of_tau(cell, t) for t in self.decay.taus]
+            return min(decays), max(decays)
+        return self.decay.bounds()
+
+    def plan(self, n_trials: int | None = None, cell: Cell | None = None) -> tuple[PlannedTrial, ...]:
         """The trials every cell should run. A grid plans each (decay, seed) once; a sampler
         search plans `n_trials` slots whose seeds cycle through `seeds` (so seed noise reaches
-        the sampler as noise instead of being averaged away)."""
+        the sampler as noise instead of being averaged away). A timescale grid plans each
+        (tau, seed) once, its decay computed for `cell` (None: decays left unset, keys only)."""
+        if self.decay.taus is not None:
+            return tuple(PlannedTrial(f"tau={t!r}/seed={s}", s, None if cell is None else self.decay_of_tau(cell, t), t)
+                         for s in self.seeds for t in self.decay.taus)
         if self.decay.grid is not None:
             return tuple(PlannedTrial(f"decay={d!r}/seed={s}", s, d)
                          for s in self.seeds for d in self.decay.grid)

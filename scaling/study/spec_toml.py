@@ -8,6 +8,7 @@ studies/*.toml for real specs.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import fields
@@ -15,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ConfigError
-from scaling.study.spec_model import (PER_SIZE_KEYS, SAMPLERS, Budget, Cell, DecaySearch, SizeSpec, StudySpec,
-                                      WorkerSettings)
+from scaling.study.spec_model import (DEFAULT_PLASTICITY, PER_SIZE_KEYS, PLASTICITY, SAMPLERS, Budget, Cell,
+                                      DecaySearch, RefineSettings, SizeSpec, StudySpec, WorkerSettings)
 from scaling.study.training import RunConfig, ladder_sizes, shape_keys
 from scaling.study.values import is_finite_number
 
 TOP_KEYS = ("name", "description", "sizes", "budgets", "decay", "seeds", "tasks", "storage",
-            *PER_SIZE_KEYS, "run", "worker", "batch_models", "cooldown_branches")
+            *PER_SIZE_KEYS, "run", "worker", "batch_models", "cooldown_branches", "plasticity", "refine")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -81,9 +82,17 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> StudySpec:
     batch_models = v.get(data, "batch_models", int, "a positive integer (trials trained together)",
                          default=1, low=1)
     cooldown_branches = v.get(data, "cooldown_branches", bool, "true or false", default=False)
+    plasticity = v.get(data, "plasticity", str, "one of " + ", ".join(map(repr, PLASTICITY)), default=DEFAULT_PLASTICITY)
+    if plasticity not in PLASTICITY:
+        v.fail("plasticity", "one of " + ", ".join(map(repr, PLASTICITY)), plasticity)
+    refine = _parse_refine(v, data)
+    if refine.enabled and not decay.is_grid:
+        v.fail("refine.trials", "0 with a sampler search (the sampler refines itself; refinement follows a grid)",
+               refine.trials)
     spec = StudySpec(name=name, path=path, sizes=sizes, budgets=budgets, decay=decay, seeds=seeds,
                      tasks=tasks, per_size=per_size, run=run, storage=storage, worker=worker,
-                     description=description, batch_models=batch_models, cooldown_branches=cooldown_branches)
+                     description=description, batch_models=batch_models, cooldown_branches=cooldown_branches,
+                     plasticity=plasticity, refine=refine)
     _check_run_configs(v, spec, data)
     if cooldown_branches:
         _check_cooldown_branches(v, spec)
@@ -93,6 +102,9 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> StudySpec:
 def _check_cooldown_branches(v: "_Validator", spec: StudySpec) -> None:
     """Branches share one run per (size, decay, seed) across budgets: the decay must be the same
     in every budget's cell (a grid, not a per-cell sampler) and the schedule WSD."""
+    if spec.decay.taus is not None:
+        v.fail("cooldown_branches", "a [decay] grid of absolute decays (a tau grid gives every budget its own decays, "
+               "which one shared run cannot have)", "decay.tau")
     if not spec.decay.is_grid:
         v.fail("cooldown_branches", "a [decay] grid (a sampler picks decays per cell, which budgets cannot share)",
                "a sampler search")
@@ -161,9 +173,11 @@ def _parse_budgets(v: "_Validator", data: dict[str, Any]) -> tuple[Budget, ...]:
 
 
 def _parse_decay(v: "_Validator", data: dict[str, Any]) -> DecaySearch:
-    what = "a table with grid = [...] or low, high, n_trials (and log, sampler)"
+    what = "a table with grid = [...], tau = [...] or low, high, n_trials (and log, sampler)"
     table = v.get(data, "decay", dict, what)
-    v.known(table, ("grid", "low", "high", "log", "sampler", "n_trials"), "decay")
+    v.known(table, ("grid", "tau", "low", "high", "log", "sampler", "n_trials"), "decay")
+    if "tau" in table:
+        return _parse_taus(v, table)
     if "grid" in table:
         extra = sorted(set(table) - {"grid"})
         if extra:
@@ -186,6 +200,35 @@ def _parse_decay(v: "_Validator", data: dict[str, Any]) -> DecaySearch:
         v.fail("decay.sampler", "one of " + ", ".join(SAMPLERS), sampler)
     n_trials = v.get(table, "n_trials", int, "a positive integer", prefix="decay", low=1)
     return DecaySearch(low=float(low), high=float(high), log=log, sampler=sampler, n_trials=n_trials)
+
+
+def _parse_taus(v: "_Validator", table: dict[str, Any]) -> DecaySearch:
+    """decay.tau: timescales > 0 (inf allowed); decay 0 (tau = inf) is always added."""
+    what = "a non-empty list of distinct timescales > 0 (inf for decay 0)"
+    extra = sorted(set(table) - {"tau"})
+    if extra:
+        kind = "a grid" if extra[0] == "grid" else "a sampler search"
+        v.fail(f"decay.{extra[0]}", f"nothing beside decay.tau ({kind} and a tau grid cannot be combined)",
+               table[extra[0]])
+    values = table["tau"]
+    if not isinstance(values, list) or not values:
+        v.fail("decay.tau", what, values)
+    for x in values:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or math.isnan(x) or not x > 0:
+            v.fail("decay.tau", what, x)
+    if len(set(values)) != len(values):
+        v.fail("decay.tau", what, values)
+    taus = sorted({float(x) for x in values} | {math.inf}, reverse=True)
+    return DecaySearch(taus=tuple(taus))
+
+
+def _parse_refine(v: "_Validator", data: dict[str, Any]) -> RefineSettings:
+    table = v.get(data, "refine", dict, "a table with trials (and rounds)", default={})
+    v.known(table, ("trials", "rounds"), "refine")
+    trials = v.get(table, "trials", int, "an integer >= 0 (trials added per cell per round; 0: off)",
+                   prefix="refine", default=0, low=0)
+    rounds = v.get(table, "rounds", int, "an integer >= 1", prefix="refine", default=1, low=1)
+    return RefineSettings(trials=trials, rounds=rounds)
 
 
 def _per_size(v: "_Validator", value: Any, key: str, sizes: list[str]) -> dict[str, Any]:
@@ -265,8 +308,12 @@ def _parse_worker(v: "_Validator", data: dict[str, Any]) -> WorkerSettings:
 
 def _check_run_configs(v: "_Validator", spec: StudySpec, data: dict[str, Any]) -> None:
     """Build one RunConfig per cell (at every decay bound) so RunConfig's own checks run now."""
-    lo, hi = spec.decay.bounds()
     for cell in spec.cells():
+        try:
+            lo, hi = spec.decay_bounds(cell)
+        except ConfigError as exc:
+            field_name, _, rest = str(exc).partition(":")
+            raise ConfigError(f"{v.path}: {_spec_key(field_name.strip(), cell, spec, data)}:{rest}") from None
         for decay in (lo, hi):
             try:
                 spec.run_config(cell, decay, spec.seeds[0])

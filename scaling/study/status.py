@@ -24,15 +24,19 @@ class TrialSummary:
     seed: int | None
     val_loss: float | None
     ft_score: float | None
+    ft_nll: float | None = None
 
     @classmethod
     def of(cls, t: FrozenTrial) -> "TrialSummary":
         values = t.values or [None, None]
-        return cls(t.number, t.params.get("decay"), t.user_attrs.get("seed"), values[0], values[1])
+        score = t.user_attrs.get("ft_score", values[1])
+        return cls(t.number, t.params.get("decay"), t.user_attrs.get("seed"), values[0], score,
+                   t.user_attrs.get("ft_nll"))
 
     def describe(self) -> str:
+        nll = "" if self.ft_nll is None else f" ft_nll={_g(self.ft_nll)}"
         return (f"#{self.number} decay={_g(self.decay)} seed={self.seed} "
-                f"val_loss={_g(self.val_loss)} ft_score={_g(self.ft_score)}")
+                f"val_loss={_g(self.val_loss)} ft_score={_g(self.ft_score)}{nll}")
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,12 @@ class CellStatus:
     best_ft_score: TrialSummary | None = None
     pareto: tuple[TrialSummary, ...] = ()
     started: bool = True
+    refinement: int = 0  # trials added by adaptive refinement (scaling.study.refine), beside `planned`
 
     @property
     def finished(self) -> bool:
-        return self.started and self.running == 0 and self.waiting == 0 and self.complete + self.failed >= self.planned
+        return (self.started and self.running == 0 and self.waiting == 0
+                and self.complete + self.failed >= self.planned + self.refinement)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class StudyStatus:
     spec: str
     storage: str
     cells: tuple[CellStatus, ...]
+    plasticity: str = "ft_score"  # the plasticity objective's column
 
     @property
     def finished(self) -> bool:
@@ -68,13 +75,13 @@ class StudyStatus:
 
     def to_text(self) -> str:
         lines = [f"study {self.spec}  storage {self.storage}"]
-        header = f"{'cell':<18} {'planned':>7} {'complete':>8} {'running':>7} {'waiting':>7} {'failed':>6} {'retried':>7}"
+        header = f"{'cell':<18} {'planned':>7} {'refine':>6} {'complete':>8} {'running':>7} {'waiting':>7} {'failed':>6} {'retried':>7}"
         lines.append(header)
         for c in self.cells:
             if not c.started:
                 lines.append(f"{c.cell:<18} {c.planned:>7}  (not started)")
                 continue
-            lines.append(f"{c.cell:<18} {c.planned:>7} {c.complete:>8} {c.running:>7} {c.waiting:>7} "
+            lines.append(f"{c.cell:<18} {c.planned:>7} {c.refinement:>6} {c.complete:>8} {c.running:>7} {c.waiting:>7} "
                          f"{c.failed:>6} {c.retried:>7}")
         for c in self.cells:
             if not (c.best_val_loss or c.failures):
@@ -83,9 +90,10 @@ class StudyStatus:
             if c.best_val_loss:
                 lines.append(f"  best val_loss : {c.best_val_loss.describe()}")
             if c.best_ft_score:
-                lines.append(f"  best ft_score : {c.best_ft_score.describe()}")
+                lines.append(f"  best {self.plasticity:<8}: {c.best_ft_score.describe()}")
             if c.pareto:
-                lines.append("  Pareto front (val_loss down, ft_score up):")
+                way = "down" if self.plasticity == "ft_nll" else "up"
+                lines.append(f"  Pareto front (val_loss down, {self.plasticity} {way}):")
                 lines.extend(f"    {p.describe()}" for p in c.pareto)
             for f in c.failures:
                 lines.append(f"  failed: {f}")
@@ -97,6 +105,7 @@ def cell_status(spec: StudySpec, study: optuna.Study, cell_name: str, planned: i
     trials = study.get_trials(deepcopy=False)
     groups = by_plan_key(trials)
     counts = {TrialState.COMPLETE: 0, TrialState.RUNNING: 0, TrialState.WAITING: 0, TrialState.FAIL: 0}
+    refinement = sum(1 for attempts in groups.values() if attempts[-1].user_attrs.get("refine") is not None)
     retried = 0
     failures = []
     for attempts in groups.values():
@@ -108,11 +117,13 @@ def cell_status(spec: StudySpec, study: optuna.Study, cell_name: str, planned: i
             failures.append(f"decay={_g(last.params.get('decay'))} seed={last.user_attrs.get('seed')}: {reason}")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best_loss = min(complete, key=lambda t: t.values[0], default=None)
-    best_ft = max(complete, key=lambda t: t.values[1], default=None)
+    plastic_sign = -1 if spec.objectives[1][1] == "maximize" else 1
+    best_ft = min(complete, key=lambda t: plastic_sign * t.values[1], default=None)
     pareto = sorted((TrialSummary.of(t) for t in study.best_trials), key=lambda s: (s.decay or 0.0, s.number)) \
         if complete else ()
     return CellStatus(
-        cell=cell_name, study_name=study.study_name, planned=max(planned, len(groups)),
+        cell=cell_name, study_name=study.study_name, planned=max(planned, len(groups) - refinement),
+        refinement=refinement,
         complete=counts[TrialState.COMPLETE], running=counts[TrialState.RUNNING],
         waiting=counts[TrialState.WAITING], failed=counts[TrialState.FAIL], retried=retried,
         failures=tuple(failures),
@@ -139,7 +150,7 @@ def study_status(spec: StudySpec, storage: str | None = None) -> StudyStatus:
         cells.append(cell_status(spec, study, cell.name, planned))
     if store is not None:
         store.engine.dispose()
-    return StudyStatus(spec.name, safe_url(url), tuple(cells))
+    return StudyStatus(spec.name, safe_url(url), tuple(cells), spec.objectives[1][0])
 
 
 def _g(x: float | None) -> str:

@@ -21,6 +21,7 @@ alone:
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import time
@@ -32,7 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 from scaling.study.claim import Held, claim_across, claim_some, heartbeats
-from scaling.study.plan import OBJECTIVES, by_plan_key, requeue
+from scaling.study.plan import by_plan_key, requeue
 from scaling.study.provenance import provenance
 from scaling.study.sampler import make_sampler, suggest_decay
 from scaling.study.spec import StudySpec
@@ -158,7 +159,7 @@ class Worker:
     def _config(self, trial: optuna.Trial) -> RunConfig:
         """The trial's RunConfig (asking the sampler for its decay), recorded on the trial."""
         cell = self.spec.cell(trial.user_attrs["cell"])
-        decay = suggest_decay(trial, self.spec.decay)
+        decay = suggest_decay(trial, self.spec.decay, self.spec.decay_bounds(cell))
         config = self.spec.run_config(cell, decay, int(trial.user_attrs["seed"]))
         self._attrs(trial, {"config": config.to_dict(), "size": cell.size.name})
         return config
@@ -186,13 +187,15 @@ class Worker:
                                   "diverged_phase": metrics.get("diverged_phase")})
             self._fail(p.held, "diverged", str(metrics["error"]), retry="never")
             return
-        values = [metrics.get(name) for name in OBJECTIVES]
-        bad = [n for n, v in zip(OBJECTIVES, values) if not is_finite_number(v)]
+        objectives = [name for name, _ in self.spec.objectives]
+        values = [metrics.get(name) for name in objectives]
+        bad = [n for n, v in zip(objectives, values) if not is_finite_number(v)]
         curve = metrics.pop("curve", None)
+        metrics.update(timescales(p.config, metrics))
         self._attrs(p.trial, {k: jsonable(v) for k, v in metrics.items()})
         self._attrs(p.trial, {"metric_keys": list(metrics), "curve": curve, "trial_wall_s": wall})
         if bad:
-            self._fail(p.held, "error", f"objective {bad[0]} is {values[OBJECTIVES.index(bad[0])]!r}", retry="never")
+            self._fail(p.held, "error", f"objective {bad[0]} is {values[objectives.index(bad[0])]!r}", retry="never")
             return
         retry_storage(lambda: p.held.study.tell(p.trial, values=[float(v) for v in values], skip_if_finished=True))
         self.result.completed += 1
@@ -248,6 +251,22 @@ class Worker:
         self.bar.n = done
         self.bar.set_postfix_str(f"mine {self.result.ran}", refresh=False)
         self.bar.refresh()
+
+
+def timescales(config: RunConfig, metrics: Metrics) -> Metrics:
+    """A trial's EMA timescales: `tau` with the peak lr (as the pipeline records it) and
+    `tau_mean_lr` with the schedule's mean lr over the run's steps (None without steps)."""
+    from scaling.core.schedule import mean_lr_multiplier
+
+    tau, steps = metrics.get("tau"), metrics.get("steps")
+    if not isinstance(tau, (int, float)) or isinstance(tau, bool) or math.isnan(tau):
+        return {}
+    if not isinstance(steps, int) or steps < 1:
+        return {}
+    if config.decay_mode == "independent":  # the shrink does not follow the lr
+        return {"tau_mean_lr": tau}
+    mean = mean_lr_multiplier(steps, config.schedule, config.warmup_frac, config.final_lr_frac, config.cooldown_frac)
+    return {"tau_mean_lr": tau / mean}
 
 
 @contextlib.contextmanager

@@ -39,6 +39,8 @@ class TaskResult:
     after: float
     steps: int
     wall_s: float
+    nll_before: float = math.nan  # mean held-out NLL, nats per target token
+    nll_after: float = math.nan
 
     @property
     def gain(self) -> float:
@@ -126,6 +128,33 @@ def ranked_choice_accuracy(model: GPT, test: list[tuple[str, str]], labels: tupl
     return float(np.mean(chosen == np.asarray(truth)))
 
 
+def exact_match_and_nll(model: GPT, data: EncodedExamples, device: torch.device,
+                        batch_size: int = 64) -> tuple[float, float]:
+    """Exact match and mean NLL per target token, from the same teacher-forced pass."""
+    hits, nll, count = 0, 0.0, 0
+    for logits, y in _scored_batches(model, data, device, batch_size):
+        ok = (logits.argmax(-1) == y) | (y == -100)
+        hits += int(ok.all(dim=1).sum())
+        nll += float(torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-100,
+                                                       reduction="sum"))
+        count += int((y != -100).sum())
+    return hits / len(data.inputs), nll / max(1, count)
+
+
+def ranked_choice_and_nll(model: GPT, test: list[tuple[str, str]], labels: tuple[str, ...], tokenizer,
+                          context: int, device: torch.device) -> tuple[float, float]:
+    """Ranked-choice accuracy and the mean NLL per target token of the true labels (their
+    completion and end-of-text tokens), from the same pass over every (prompt, label) pair."""
+    candidates = [(prompt, label) for prompt, _ in test for label in labels]
+    encoded = encode_examples(candidates, tokenizer, context)
+    nll = sequence_nll(model, encoded, device).reshape(len(test), len(labels))
+    n_targets = (encoded.targets != -100).sum(axis=1).reshape(len(test), len(labels))
+    truth = np.asarray([labels.index(c) for _, c in test])
+    rows = np.arange(len(test))
+    accuracy = float(np.mean(nll.argmin(axis=1) == truth))
+    return accuracy, float(nll[rows, truth].sum() / n_targets[rows, truth].sum())
+
+
 def lm_score(model: GPT, test_tokens: np.ndarray, context: int, device: torch.device, max_tokens: int = 65536) -> float:
     from scaling.data.tokens import eval_windows
 
@@ -134,13 +163,21 @@ def lm_score(model: GPT, test_tokens: np.ndarray, context: int, device: torch.de
 
 
 def score(model: GPT, task, tokenizer, device: torch.device) -> float:
+    return score_and_nll(model, task, tokenizer, device)[0]
+
+
+def score_and_nll(model: GPT, task, tokenizer, device: torch.device) -> tuple[float, float]:
+    """The task's score and the mean held-out NLL (nats per target token) it was computed from."""
     from scaling.data.tasks import LMTask
 
     if isinstance(task, LMTask):
-        return lm_score(model, task.test_tokens, model.context, device)
+        from scaling.data.tokens import eval_windows
+
+        loss = evaluate_loss(model, eval_windows(task.test_tokens, 65536, model.context), device)
+        return math.exp(-loss), loss
     if task.labels:
-        return ranked_choice_accuracy(model, task.test, task.labels, tokenizer, model.context, device)
-    return exact_match(model, encode_examples(task.test, tokenizer, model.context), device)
+        return ranked_choice_and_nll(model, task.test, task.labels, tokenizer, model.context, device)
+    return exact_match_and_nll(model, encode_examples(task.test, tokenizer, model.context), device)
 
 
 def finetune(model: GPT, task, tokenizer, device: torch.device, seed: int = 0) -> int:
@@ -186,8 +223,8 @@ def finetune(model: GPT, task, tokenizer, device: torch.device, seed: int = 0) -
 def finetune_and_score(base: GPT, task, tokenizer, device: torch.device, seed: int = 0) -> TaskResult:
     """Score the base model, fine-tune a copy with the task's recipe, score the copy."""
     start = time.perf_counter()
-    before = score(base, task, tokenizer, device)
+    before, nll_before = score_and_nll(base, task, tokenizer, device)
     model = copy.deepcopy(base)
     steps = finetune(model, task, tokenizer, device, seed)
-    after = score(model, task, tokenizer, device)
-    return TaskResult(task.name, before, after, steps, time.perf_counter() - start)
+    after, nll_after = score_and_nll(model, task, tokenizer, device)
+    return TaskResult(task.name, before, after, steps, time.perf_counter() - start, nll_before, nll_after)

@@ -149,9 +149,13 @@ def _probe_and_finetune(cfg: RunConfig, result: PretrainResult, data: PretrainDa
         key = name.replace(":", "_").replace("/", "_").replace(".", "_")
         metrics[f"ft_{key}_before"] = res.before
         metrics[f"ft_{key}_after"] = res.after
+        metrics[f"ft_{key}_nll_before"] = res.nll_before
+        metrics[f"ft_{key}_nll_after"] = res.nll_after
         scores.append(res)
     metrics["ft_score"] = float(np.mean([r.after for r in scores])) if scores else float("nan")
     metrics["ft_gain"] = float(np.mean([r.gain for r in scores])) if scores else float("nan")
+    metrics["ft_nll"] = float(np.mean([r.nll_after for r in scores])) if scores else float("nan")
+    metrics["ft_nll_gain"] = float(np.mean([r.nll_before - r.nll_after for r in scores])) if scores else float("nan")
     metrics["tasks"] = ",".join(cfg.tasks)
     metrics["corpus"] = data.corpus_name
     metrics["tokenizer"] = cfg.tokenizer
