@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from scaling.config import RunConfig, model_shape, token_budget
+from scaling.config import MAX_SEED, RunConfig, model_shape, token_budget
 from scaling.core.shapes import LADDER, ModelShape, non_embedding_params
 
-__all__ = ["RunConfig", "check_stackable", "cuda_available", "ladder_sizes", "run_branches", "run_one",
+__all__ = ["MAX_SEED", "RunConfig", "check_stackable", "cuda_available", "ladder_sizes", "run_branches", "run_one",
            "run_stack", "set_threads", "shape_keys", "trained_tokens"]
 
 
