@@ -24,6 +24,9 @@ def register(sub) -> None:
                           "(overrides the spec's batch_models; default 1)")
     run.add_argument("--retry-failed", action="store_true", dest="retry_failed",
                      help="queue again trials that finally failed (except diverged ones)")
+    run.add_argument("--allow-changed-spec", action="store_true", dest="allow_changed_spec",
+                     help="run a spec edited under the same name: trials planned under the old settings stay in "
+                          "the storage but are stale (not counted, not exported)")
     run.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bars")
     run.set_defaults(func=_run)
 
@@ -52,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     report = run_study(spec, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
                        progress=args.progress and sys.stderr.isatty(), threads=args.threads,
-                       retry_failed=args.retry_failed, batch_models=args.batch_models)
+                       retry_failed=args.retry_failed, batch_models=args.batch_models,
+                       allow_changed_spec=args.allow_changed_spec)
     print(report.status.to_text())
     return 0 if report.ok else 1
 

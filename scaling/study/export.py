@@ -25,6 +25,7 @@ from scaling.io import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
+from scaling.study.identity import current
 from scaling.study.plan import by_plan_key, open_cell_study
 from scaling.study.spec import StudySpec
 from scaling.study.storage import open_storage, safe_url, sqlite_file_missing
@@ -94,7 +95,7 @@ def export_study(spec: StudySpec, storage: str | None = None, out_dir: str | Pat
         if spec.study_name(cell) not in names:
             continue
         study = open_cell_study(spec, cell, store, create=False)
-        trials = study.get_trials(deepcopy=False)
+        trials = current(study.get_trials(deepcopy=False), study.user_attrs)  # not those of an edited spec
         for t in trials:
             if t.state != TrialState.COMPLETE:
                 continue

@@ -17,6 +17,7 @@ are left for the sampler to propose when a worker pops the slot.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from datetime import datetime, timedelta
 from collections.abc import Callable, Iterable
@@ -26,13 +27,15 @@ import optuna
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from scaling.errors import ConfigError
+from scaling.study import identity as ident
 from scaling.study.spec import Cell, StudySpec
 from scaling.study.storage import retry_storage, storage_lock
 
 OBJECTIVES = ("val_loss", "ft_score")
 DIRECTIONS = ("minimize", "maximize")
 # user attrs every planned trial carries from enqueue through retries
-PLAN_ATTRS = ("plan", "seed", "cell")
+PLAN_ATTRS = ("plan", "seed", "cell", ident.IDENTITY)
 
 
 def open_cell_study(spec: StudySpec, cell: Cell, storage: optuna.storages.BaseStorage,
@@ -80,15 +83,28 @@ def needs_enqueue(trials: list[FrozenTrial], retry_failed: bool) -> bool:
 
 
 def ensure_planned(spec: StudySpec, storage: optuna.storages.BaseStorage, n_trials: int | None = None,
-                   retry_failed: bool = False, log: Callable[[str], None] | None = None) -> int:
+                   retry_failed: bool = False, log: Callable[[str], None] | None = None,
+                   allow_changed_spec: bool = False) -> int:
     """Create every cell's study and enqueue the planned trials it lacks; return how many were
     enqueued. `retry_failed` re-queues final failures other than divergence (a diverged trial
-    would diverge again: same config, same seed)."""
+    would diverge again: same config, same seed).
+
+    A cell planned before under another identity (the spec was edited under the same name) is a
+    ConfigError naming what changed, checked for every cell before anything is enqueued; with
+    `allow_changed_spec` the cell takes the new identity, its old trials stay in the storage as
+    stale (not counted, not exported) and its old waiting trials are failed as "spec_changed"."""
     added = 0
+    identities = {cell.name: ident.cell_identity(spec, cell) for cell in spec.cells()}
     with storage_lock(storage, f"{spec.name}/.plan-lock", log=log):
+        studies = {cell.name: open_cell_study(spec, cell, storage) for cell in spec.cells()}
         for cell in spec.cells():
-            study = open_cell_study(spec, cell, storage)
-            groups = by_plan_key(study.get_trials(deepcopy=False))
+            check_identity(spec, cell, studies[cell.name], identities[cell.name], allow_changed_spec)
+        for cell in spec.cells():
+            study = studies[cell.name]
+            fields = identities[cell.name]
+            adopt_identity(storage, study, fields)
+            digest = ident.identity_hash(fields)
+            groups = by_plan_key(ident.current(study.get_trials(deepcopy=False), study.user_attrs))
             for planned in spec.plan(n_trials):
                 trials = groups.get(planned.key, [])
                 if not needs_enqueue(trials, retry_failed):
@@ -96,10 +112,66 @@ def ensure_planned(spec: StudySpec, storage: optuna.storages.BaseStorage, n_tria
                 params: dict[str, Any] = dict(trials[-1].params) if trials else {}
                 if planned.decay is not None:
                     params["decay"] = planned.decay
-                attrs = {"plan": planned.key, "seed": planned.seed, "cell": cell.name}
+                attrs = {"plan": planned.key, "seed": planned.seed, "cell": cell.name, ident.IDENTITY: digest}
                 retry_storage(lambda: study.enqueue_trial(params, user_attrs=attrs))
                 added += 1
     return added
+
+
+def check_identity(spec: StudySpec, cell: Cell, study: optuna.Study, fields: dict[str, Any], allow: bool) -> None:
+    """ConfigError if the cell was planned under other fields, unless `allow`; trials from before
+    identities existed are compared through the RunConfig they recorded."""
+    attrs = study.user_attrs
+    if attrs.get(ident.IDENTITY) == ident.identity_hash(fields):
+        return
+    if ident.IDENTITY_FIELDS in attrs:
+        old = attrs[ident.IDENTITY_FIELDS]
+    else:
+        old = _legacy_fields(study, fields)
+        if old is None:
+            return
+    changed = ident.changes(old, fields)
+    if not changed or allow:
+        return
+    raise ConfigError(f"{spec.path}: the spec changed since study {spec.study_name(cell)} was planned "
+                      f"({'; '.join(changed)}); expected the same settings: give the spec a new name, or "
+                      f"pass --allow-changed-spec to mark the old trials stale and run the new ones")
+
+
+def _legacy_fields(study: optuna.Study, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The fields of a study planned before identities, from the newest trial's recorded
+    RunConfig (fields it did not record taken as unchanged); None when no trial recorded one."""
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: -t.number):
+        config = t.user_attrs.get("config")
+        if isinstance(config, dict):
+            return {k: config.get(k, fields[k]) for k in fields}
+    return None
+
+
+def adopt_identity(storage: optuna.storages.BaseStorage, study: optuna.Study, fields: dict[str, Any]) -> None:
+    """Make `fields` the study's identity. Trials from before identities count as the first
+    identity adopted if the RunConfig they recorded matches it; waiting trials of any other
+    identity fail as "spec_changed" (a worker would run them with the new settings)."""
+    digest = ident.identity_hash(fields)
+    if study.user_attrs.get(ident.IDENTITY) == digest:
+        return
+    if study.user_attrs.get(ident.IDENTITY) is None and ident.LEGACY not in study.user_attrs:
+        legacy = _legacy_fields(study, fields)
+        same = legacy is None or not ident.changes(legacy, fields)
+        retry_storage(lambda: study.set_user_attr(ident.LEGACY, digest if same else "before-identities"))
+    attrs = study.user_attrs
+    study_id = retry_storage(lambda: storage.get_study_id_from_name(study.study_name))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if ident.trial_identity(t, attrs) == digest:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            retry_storage(lambda: storage.set_trial_user_attr(trial_id, "fail_kind", "spec_changed"))
+            retry_storage(lambda: storage.set_trial_user_attr(
+                trial_id, "fail_reason", "planned under an earlier version of the spec"))
+            retry_storage(lambda: storage.set_trial_state_values(trial_id, TrialState.FAIL))
+    retry_storage(lambda: study.set_user_attr(ident.IDENTITY_FIELDS, fields))
+    retry_storage(lambda: study.set_user_attr(ident.IDENTITY, digest))
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, count_retry: bool, max_retry: int) -> bool:

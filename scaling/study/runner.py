@@ -52,7 +52,7 @@ def default_workers() -> int:
 def run_study(spec: StudySpec, storage: str | None = None, workers: int | None = None, n_trials: int | None = None,
               trial_fn: TrialFn | None = None, progress: bool = True, threads: int | None = None,
               retry_failed: bool = False, batch_models: int | None = None,
-              batch_fn: Unit | None = None) -> RunReport:
+              batch_fn: Unit | None = None, allow_changed_spec: bool = False) -> RunReport:
     """Run (or resume, or join) the study described by `spec`.
 
     storage: any SQLAlchemy URL; default the spec's (a SQLite file under results/<name>/).
@@ -64,6 +64,8 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
     retry_failed: queue again final failures other than divergence (after fixing a bug).
     batch_models: trials of one cell each worker trains together (overrides the spec's).
     batch_fn: [RunConfig] -> [metrics dict] for batches; default `run_pipeline_batched`.
+    allow_changed_spec: run a spec edited under the same name; the old trials become stale
+        (kept in the storage, not counted or exported; `scaling.study.plan.ensure_planned`).
     """
     if workers is None:
         workers = default_workers()
@@ -85,7 +87,7 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
     url = storage or spec.storage_url
     store = open_storage(url, spec.worker)
     enqueued = ensure_planned(spec, store, n_trials=n_trials, retry_failed=retry_failed,
-                              log=lambda msg: print(msg, file=sys.stderr))
+                              log=lambda msg: print(msg, file=sys.stderr), allow_changed_spec=allow_changed_spec)
     store.engine.dispose()  # spawned workers open their own connections
     if workers == 1:
         results: tuple[WorkerResult | int, ...] = (

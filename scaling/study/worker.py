@@ -32,6 +32,7 @@ import optuna
 from optuna.trial import TrialState
 
 from scaling.study.claim import Held, claim_across, claim_some, heartbeats
+from scaling.study.identity import cell_identity, current, identity_hash, trial_identity
 from scaling.study.plan import OBJECTIVES, by_plan_key, requeue
 from scaling.study.provenance import provenance
 from scaling.study.sampler import make_sampler, suggest_decay
@@ -82,6 +83,8 @@ class Worker:
             self.groups = [[self.studies[c.name] for c in spec.cells() if c.size == size] for size in spec.sizes]
         else:
             self.groups = [[study] for study in self.studies.values()]
+        # Trials planned under another version of the spec are not this worker's to run.
+        self.identities = {spec.study_name(c): identity_hash(cell_identity(spec, c)) for c in spec.cells()}
         self.poll_s = poll_s if poll_s is not None else min(2.0, spec.worker.heartbeat_interval / 2)
         self.info = provenance()
         self.result = WorkerResult(index)
@@ -114,18 +117,22 @@ class Worker:
             for study in group:
                 retry_storage(lambda: optuna.storages.fail_stale_trials(study))
             if self.spec.cooldown_branches:
-                held = claim_across(self.storage, group, k)
+                held = claim_across(self.storage, group, k, self.identities)
             else:
-                held = claim_some(self.storage, group[0], k)
+                held = claim_some(self.storage, group[0], k, self.identities[group[0].study_name])
             if held:
                 return held
         return []
 
     def _anything_running(self) -> bool:
-        return any(
-            retry_storage(lambda s=s: s.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
-            for s in self.studies.values()
-        )
+        """Whether a trial of this spec's version still waits or runs (it may come back to us)."""
+        for s in self.studies.values():
+            live = retry_storage(lambda s=s: s.get_trials(deepcopy=False,
+                                                          states=(TrialState.RUNNING, TrialState.WAITING)))
+            attrs = s.user_attrs if live else {}
+            if any(trial_identity(t, attrs) == self.identities[s.study_name] for t in live):
+                return True
+        return False
 
     # -- a unit ----------------------------------------------------------------------------------
 
@@ -240,7 +247,7 @@ class Worker:
             return
         total = done = 0
         for study in self.studies.values():
-            for trials in by_plan_key(study.get_trials(deepcopy=False)).values():
+            for trials in by_plan_key(current(study.get_trials(deepcopy=False), study.user_attrs)).values():
                 total += 1
                 done += trials[-1].state in (TrialState.COMPLETE, TrialState.FAIL)
         if self.bar.total != total:
