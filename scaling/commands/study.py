@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub) -> None:
@@ -27,7 +26,9 @@ def register(sub) -> None:
     run.add_argument("--allow-changed-spec", action="store_true", dest="allow_changed_spec",
                      help="run a spec edited under the same name: trials planned under the old settings stay in "
                           "the storage but are stale (not counted, not exported)")
-    run.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bars")
+    run.add_argument("--no-progress", action="store_false", dest="progress",
+                     help="no progress (default: a bar per worker on a terminal, else a plain line per worker "
+                          "at most every $SCALING_PROGRESS_EVERY seconds, default 30)")
     run.set_defaults(func=_run)
 
     status = actions.add_parser("status", help="per cell: trials complete/running/waiting/failed, best trials, Pareto front")
@@ -51,13 +52,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from scaling.study import load_spec, run_study
+    from scaling.study.runner import check_not_all_failed
 
     spec = load_spec(args.spec)
     report = run_study(spec, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
-                       progress=args.progress and sys.stderr.isatty(), threads=args.threads,
+                       progress=args.progress, threads=args.threads,
                        retry_failed=args.retry_failed, batch_models=args.batch_models,
                        allow_changed_spec=args.allow_changed_spec)
     print(report.status.to_text())
+    check_not_all_failed(spec, report)
     return 0 if report.ok else 1
 
 

@@ -21,6 +21,8 @@ alone:
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import signal
 import sys
 import time
@@ -153,10 +155,10 @@ class Worker:
                         pending.remove(h)
                 if prepared:
                     self._train(prepared, pending)
-        except KeyboardInterrupt:
-            with _sigint_ignored():  # a second Ctrl-C must not cut the clean-up short
+        except KeyboardInterrupt as exc:
+            with stop_signals_ignored():  # a second Ctrl-C (or SIGTERM) must not cut the clean-up short
                 for h in pending:
-                    self._fail(h, "interrupted", "interrupted by the user (Ctrl-C)", retry="free")
+                    self._fail(h, "interrupted", f"interrupted by {exc or 'the user (Ctrl-C)'}", retry="free")
             raise
         except Exception as exc:  # bookkeeping around the unit failed (a storage hiccup)
             for h in pending:
@@ -250,24 +252,40 @@ class Worker:
             for trials in by_plan_key(current(study.get_trials(deepcopy=False), study.user_attrs)).values():
                 total += 1
                 done += trials[-1].state in (TrialState.COMPLETE, TrialState.FAIL)
-        if self.bar.total != total:
-            self.bar.total = total
-        self.bar.n = done
-        self.bar.set_postfix_str(f"mine {self.result.ran}", refresh=False)
-        self.bar.refresh()
+        self.bar.show(done, total, self.result.ran)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @contextlib.contextmanager
-def _sigint_ignored():
+def stop_signals_as_interrupt():
+    """SIGTERM and SIGHUP (kill, a closed terminal, a batch system's stop) raise KeyboardInterrupt
+    like Ctrl-C, so they stop a worker the same way: its trials re-queued, nothing orphaned."""
+    yield from _handling(signal.SIGTERM, signal.SIGHUP, handler=_raise_interrupt)
+
+
+@contextlib.contextmanager
+def stop_signals_ignored():
+    """No SIGINT, SIGTERM or SIGHUP while the block runs (the clean-up after the first one)."""
+    yield from _handling(*STOP_SIGNALS, handler=signal.SIG_IGN)
+
+
+def _handling(*signums: int, handler):
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to protect
+        previous = {s: signal.signal(s, handler) for s in signums}
+    except ValueError:  # not the main thread: signals are not ours to handle
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _reason(exc: BaseException) -> str:
@@ -275,12 +293,67 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")
 
 
-def _make_bar(index: int, progress: bool):
+PROGRESS_ENV = "SCALING_PROGRESS_EVERY"  # seconds between plain progress lines (default 30)
+
+
+class _Bar:
+    """A tqdm bar per worker, for a terminal."""
+
+    def __init__(self, index: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=f"worker {index}", position=index, unit="trial", dynamic_ncols=True, leave=True)
+
+    def show(self, done: int, total: int, mine: int) -> None:
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.set_postfix_str(f"mine {mine}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _Lines:
+    """Plain progress lines for a log file: one whole line at most every `every` s, and a last one."""
+
+    def __init__(self, index: int, every: float):
+        self.index, self.every = index, every
+        self.start = time.monotonic()
+        self.last = -math.inf  # the first state is shown at once
+        self.state: tuple[int, int, int] | None = None
+        self.first_done: int | None = None
+
+    def show(self, done: int, total: int, mine: int) -> None:
+        self.state = (done, total, mine)
+        if self.first_done is None:
+            self.first_done = done
+        if time.monotonic() - self.last >= self.every:
+            self._print()
+
+    def close(self) -> None:
+        if self.state is not None:
+            self._print()
+
+    def _print(self) -> None:
+        assert self.state is not None and self.first_done is not None
+        done, total, mine = self.state
+        self.last = time.monotonic()
+        minutes = (self.last - self.start) / 60
+        rate = (done - self.first_done) / minutes if minutes > 0 else 0.0
+        sys.stderr.write(f"worker {self.index}: {done}/{total} trials finished, {mine} run by this worker, "
+                         f"{rate:.2g} trials/min\n")
+        sys.stderr.flush()
+
+
+def _make_bar(index: int, progress: bool) -> _Bar | _Lines | None:
+    """Bars on a terminal, plain periodic lines otherwise (no escape codes in log files)."""
     if not progress:
         return None
-    from tqdm import tqdm
-
-    return tqdm(desc=f"worker {index}", position=index, unit="trial", dynamic_ncols=True, leave=True)
+    if sys.stderr.isatty():
+        return _Bar(index)
+    return _Lines(index, float(os.environ.get(PROGRESS_ENV, "30")))
 
 
 def run_worker(spec: StudySpec, storage_url: str, index: int = 0, trial_fn: TrialFn | None = None,
