@@ -98,7 +98,8 @@ def run(spec: str | Path, *, storage: str | None = None, workers: int | None = N
     from scaling.report import write_report as write
     from scaling.report.analysis import fit_for_report
     from scaling.study.export import export_study
-    from scaling.study.runner import check_not_all_failed, run_study
+    from scaling.study.runner import check_not_all_failed, run_study, spec_configs
+    from scaling.study.training import check_inputs
     from scaling.study.spec import load_spec
 
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or not 0 <= bootstrap <= MAX_BOOTSTRAP:
@@ -111,6 +112,7 @@ def run(spec: str | Path, *, storage: str | None = None, workers: int | None = N
         say(f"==> {name}", file=sys.stderr, flush=True)
 
     loaded = load_spec(spec)
+    check_inputs(spec_configs(loaded))  # before the first line of output; run_study's own check is then cached
     start = time.perf_counter()
     step(f"study {loaded.name}: running planned trials")
     status = run_study(loaded, storage=storage, workers=workers, progress=progress,
