@@ -159,3 +159,12 @@ def test_a_study_planned_before_identities_is_checked_against_its_recorded_confi
     write_spec(tmp_path, lr=1e-3)
     with pytest.raises(ConfigError, match=r"lr: 0\.003 -> 0\.001"):
         run(path)
+
+
+def test_export_refuses_an_edited_spec_until_it_has_been_run(tmp_path):
+    path = write_spec(tmp_path)
+    run(path)
+    write_spec(tmp_path, lr=1e-3)
+    with pytest.raises(ConfigError, match=r"lr: 0\.003 -> 0\.001.*nothing was written"):
+        export_study(load_spec(path), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

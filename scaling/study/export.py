@@ -25,8 +25,8 @@ from scaling.io import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
-from scaling.study.identity import current
-from scaling.study.plan import by_plan_key, open_cell_study
+from scaling.study.identity import cell_identity, current
+from scaling.study.plan import by_plan_key, check_identity, open_cell_study
 from scaling.study.spec import StudySpec
 from scaling.study.storage import open_storage, safe_url, sqlite_file_missing
 
@@ -95,6 +95,10 @@ def export_study(spec: StudySpec, storage: str | None = None, out_dir: str | Pat
         if spec.study_name(cell) not in names:
             continue
         study = open_cell_study(spec, cell, store, create=False)
+        # Rows come from what each trial recorded; refuse to file old settings' trials under an edited spec.
+        check_identity(spec, cell, study, cell_identity(spec, cell), allow=False,
+                       hint="export with the spec they were run with, or `scaling study run --allow-changed-spec` "
+                            "first; nothing was written")
         trials = current(study.get_trials(deepcopy=False), study.user_attrs)  # not those of an edited spec
         for t in trials:
             if t.state != TrialState.COMPLETE:

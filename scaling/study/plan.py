@@ -118,7 +118,9 @@ def ensure_planned(spec: StudySpec, storage: optuna.storages.BaseStorage, n_tria
     return added
 
 
-def check_identity(spec: StudySpec, cell: Cell, study: optuna.Study, fields: dict[str, Any], allow: bool) -> None:
+def check_identity(spec: StudySpec, cell: Cell, study: optuna.Study, fields: dict[str, Any], allow: bool,
+                   hint: str = "give the spec a new name, or pass --allow-changed-spec to mark the old trials "
+                               "stale and run the new ones") -> None:
     """ConfigError if the cell was planned under other fields, unless `allow`; trials from before
     identities existed are compared through the RunConfig they recorded."""
     attrs = study.user_attrs
@@ -134,8 +136,7 @@ def check_identity(spec: StudySpec, cell: Cell, study: optuna.Study, fields: dic
     if not changed or allow:
         return
     raise ConfigError(f"{spec.path}: the spec changed since study {spec.study_name(cell)} was planned "
-                      f"({'; '.join(changed)}); expected the same settings: give the spec a new name, or "
-                      f"pass --allow-changed-spec to mark the old trials stale and run the new ones")
+                      f"({'; '.join(changed)}); expected the same settings: {hint}")
 
 
 def _legacy_fields(study: optuna.Study, fields: dict[str, Any]) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ import optuna
 from optuna.trial import TrialState
 
 from scaling.study.claim import Held, claim_across, claim_some, heartbeats
-from scaling.study.identity import cell_identity, current, identity_hash, trial_identity
+from scaling.study.identity import IDENTITY, current, trial_identity
 from scaling.study.plan import OBJECTIVES, by_plan_key, requeue
 from scaling.study.provenance import provenance
 from scaling.study.sampler import make_sampler, suggest_decay
@@ -85,8 +85,10 @@ class Worker:
             self.groups = [[self.studies[c.name] for c in spec.cells() if c.size == size] for size in spec.sizes]
         else:
             self.groups = [[study] for study in self.studies.values()]
-        # Trials planned under another version of the spec are not this worker's to run.
-        self.identities = {spec.study_name(c): identity_hash(cell_identity(spec, c)) for c in spec.cells()}
+        # The identity planning gave each cell (checked against this spec just before workers start):
+        # trials a later, edited spec plans are not this worker's to run.
+        self.identities: dict[str, str | None] = {
+            study.study_name: retry_storage(lambda s=study: s.user_attrs).get(IDENTITY) for study in self.studies.values()}
         self.poll_s = poll_s if poll_s is not None else min(2.0, spec.worker.heartbeat_interval / 2)
         self.info = provenance()
         self.result = WorkerResult(index)
@@ -132,7 +134,8 @@ class Worker:
             live = retry_storage(lambda s=s: s.get_trials(deepcopy=False,
                                                           states=(TrialState.RUNNING, TrialState.WAITING)))
             attrs = s.user_attrs if live else {}
-            if any(trial_identity(t, attrs) == self.identities[s.study_name] for t in live):
+            mine = self.identities[s.study_name]
+            if any(mine is None or trial_identity(t, attrs) == mine for t in live):
                 return True
         return False
 
