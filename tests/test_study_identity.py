@@ -168,3 +168,17 @@ def test_export_refuses_an_edited_spec_until_it_has_been_run(tmp_path):
     with pytest.raises(ConfigError, match=r"lr: 0\.003 -> 0\.001.*nothing was written"):
         export_study(load_spec(path), out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_pareto_front_of_current_trials_is_optunas_when_none_is_stale():
+    import random
+
+    from scaling.study.status import _pareto
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    rng = random.Random(0)
+    for _ in range(30):
+        study.add_trial(optuna.trial.create_trial(values=[rng.random(), rng.random()], params={}, distributions={}))
+    study.add_trial(optuna.trial.create_trial(values=list(study.trials[0].values), params={}, distributions={}))
+    assert sorted(t.number for t in _pareto(study.get_trials(), study.directions)) == \
+        sorted(t.number for t in study.best_trials)

@@ -112,7 +112,7 @@ def cell_status(spec: StudySpec, study: optuna.Study, cell_name: str, planned: i
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best_loss = min(complete, key=lambda t: t.values[0], default=None)
     best_ft = max(complete, key=lambda t: t.values[1], default=None)
-    pareto = sorted((TrialSummary.of(t) for t in _pareto(complete)), key=lambda s: (s.decay or 0.0, s.number))
+    pareto = sorted((TrialSummary.of(t) for t in _pareto(complete, study.directions)), key=lambda s: (s.decay or 0.0, s.number))
     return CellStatus(
         cell=cell_name, study_name=study.study_name, planned=max(planned, len(groups)),
         complete=counts[TrialState.COMPLETE], running=counts[TrialState.RUNNING],
@@ -144,10 +144,13 @@ def study_status(spec: StudySpec, storage: str | None = None) -> StudyStatus:
     return StudyStatus(spec.name, safe_url(url), tuple(cells))
 
 
-def _pareto(complete: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Trials no other trial beats on both objectives (val_loss down, ft_score up)."""
+def _pareto(complete: list[FrozenTrial], directions: list[optuna.study.StudyDirection]) -> list[FrozenTrial]:
+    """The current trials no other beats on every objective (Study.best_trials would include stale ones)."""
+    signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in directions]
+
     def beats(a: FrozenTrial, b: FrozenTrial) -> bool:
-        return a.values[0] <= b.values[0] and a.values[1] >= b.values[1] and a.values != b.values
+        pairs = [(s * x, s * y) for s, x, y in zip(signs, a.values, b.values)]
+        return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
     return [t for t in complete if not any(beats(o, t) for o in complete)]
 
 
