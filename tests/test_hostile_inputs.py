@@ -541,12 +541,14 @@ def test_budgets_and_shapes_that_would_overflow_are_one_line(capsys, tmp_path, m
     assert expected in assert_one_line_error(rc, out, err, "train")
 
 
-@pytest.mark.parametrize("edit, expected", [
-    ('eval_every = -3', "run.eval_every: expected an integer >= 0, got -3"),
-    ('eval_tokens = 4096\nseed = 1', "run.seed: expected no seed here"),
+@pytest.mark.parametrize("old, new, expected", [
+    ("eval_tokens = 4096", "eval_every = -3", "run.eval_every: expected an integer >= 0, got -3"),
+    ("eval_tokens = 4096", "seed = 1", "run.seed: expected no seed here"),
+    ("grid = [0, 0.1]", "low = 0.01\nhigh = 1\nn_trials = 1000000000", "decay.n_trials: expected at most 100,000"),
+    ("seeds = [0]", "seeds = [4294967296]", "seeds: expected integers <= 4294967295"),
 ])  # fmt: skip
-def test_bad_run_settings_in_a_spec_are_refused(spec_path, capsys, edit, expected):
-    spec_path.write_text(spec_path.read_text().replace("eval_tokens = 4096", edit))
+def test_bad_run_settings_in_a_spec_are_refused(spec_path, capsys, old, new, expected):
+    spec_path.write_text(spec_path.read_text().replace(old, new))
     rc, out, err = run_cli(capsys, "study", "status", spec_path)
     assert expected in assert_one_line_error(rc, out, err, "study")
 

@@ -18,13 +18,13 @@ from collections import Counter
 from scaling.errors import ConfigError, ScalingError
 from scaling.study.plan import ensure_planned
 from scaling.study.spec import StudySpec
+from scaling.study.spec_toml import MAX_N_TRIALS
 from scaling.study.status import StudyStatus, study_status
 from scaling.study.storage import open_storage, safe_url
 from scaling.study.training import RunConfig, check_inputs, cuda_available
 from scaling.study.units import TrialFn, Unit, check_fns
 from scaling.study.worker import WorkerResult, run_worker, stop_signals_as_interrupt, stop_signals_ignored
 
-MAX_N_TRIALS = 100_000  # per cell
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from scaling.study.values import is_finite_number
 
 TOP_KEYS = ("name", "description", "sizes", "budgets", "decay", "seeds", "tasks", "storage",
             *PER_SIZE_KEYS, "run", "worker", "batch_models", "cooldown_branches")
+MAX_N_TRIALS = 100_000  # per cell; planning enqueues every one
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -209,6 +210,8 @@ def _parse_decay(v: "_Validator", data: dict[str, Any]) -> DecaySearch:
     if sampler not in SAMPLERS:
         v.fail("decay.sampler", "one of " + ", ".join(SAMPLERS), sampler)
     n_trials = v.get(table, "n_trials", int, "a positive integer", prefix="decay", low=1)
+    if n_trials > MAX_N_TRIALS:
+        v.fail("decay.n_trials", f"at most {MAX_N_TRIALS:,} trials per cell", n_trials)
     return DecaySearch(low=float(low), high=float(high), log=log, sampler=sampler, n_trials=n_trials)
 
 
