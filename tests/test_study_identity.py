@@ -113,8 +113,9 @@ def test_allow_changed_spec_keeps_old_trials_but_counts_and_exports_only_the_new
     assert states == [(TrialState.COMPLETE, 3e-3)] * 2 + [(TrialState.COMPLETE, 1e-3)] * 2
     cell = study_status(load_spec(path)).cells[0]
     assert (cell.planned, cell.complete) == (2, 2)
-    exported = pd.read_csv(export_study(load_spec(path), out_dir=tmp_path / "out").trials_csv)
-    assert sorted(exported["lr"]) == [1e-3, 1e-3]
+    result = export_study(load_spec(path), out_dir=tmp_path / "out")
+    assert (result.n_trials, result.n_stale) == (2, 2)
+    assert sorted(pd.read_csv(result.trials_csv)["lr"]) == [1e-3, 1e-3]
     # going back to the first settings is one more change, not a return to the old trials
     write_spec(tmp_path)
     with pytest.raises(ConfigError, match=r"lr: 0\.001 -> 0\.003"):

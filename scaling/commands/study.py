@@ -76,7 +76,8 @@ def _export(args: argparse.Namespace) -> int:
 
     result = export_study(load_spec(args.spec), storage=args.storage, out_dir=args.out, force=args.force)
     was = "" if result.replaced_trials is None else f" (replaced a table of {result.replaced_trials})"
-    print(f"{result.trials_csv}: {result.n_trials} trials{was}")
+    stale = f"; {result.n_stale} stale trials of an earlier spec left out" if result.n_stale else ""
+    print(f"{result.trials_csv}: {result.n_trials} trials{was}{stale}")
     print(f"{result.curves_csv}: {result.n_curve_rows} curve points")
     print(f"{result.failed_csv}: {result.n_failed} failed trials")
     return 0
