@@ -13,6 +13,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -690,3 +691,14 @@ def test_a_plan_lock_left_by_a_crashed_run_does_not_block_the_next(spec_path):
     storage.engine.dispose()
     report = run_study(spec, workers=1, trial_fn=instant_trial, progress=False)
     assert report.ok and report.enqueued == 2
+
+
+def test_progress_lines_keep_coming_while_a_long_trial_trains(capsys, monkeypatch):
+    from scaling.study.worker import _Lines
+
+    lines = _Lines(3, every=1.0)
+    lines.show(0, 4, 1)  # a trial starts
+    time.sleep(2.5)  # ... and trains on: the ticker still reports
+    lines.close()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) >= 3 and all(e.startswith("worker 3: 0/4 trials finished, 1 run by this worker") for e in err)

@@ -25,6 +25,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -319,7 +320,8 @@ class _Bar:
 
 
 class _Lines:
-    """Plain progress lines for a log file: one whole line at most every `every` s, and a last one."""
+    """Plain progress lines for a log file: one whole line at most every `every` s, also while a
+    long trial trains (from a daemon thread, with the counts as of the last trial), and a last one."""
 
     def __init__(self, index: int, every: float):
         self.index, self.every = index, every
@@ -327,17 +329,30 @@ class _Lines:
         self.last = -math.inf  # the first state is shown at once
         self.state: tuple[int, int, int] | None = None
         self.first_done: int | None = None
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.ticker = threading.Thread(target=self._tick, daemon=True, name=f"progress-{index}")
+        self.ticker.start()
 
     def show(self, done: int, total: int, mine: int) -> None:
-        self.state = (done, total, mine)
-        if self.first_done is None:
-            self.first_done = done
-        if time.monotonic() - self.last >= self.every:
-            self._print()
+        with self.lock:
+            self.state = (done, total, mine)
+            if self.first_done is None:
+                self.first_done = done
+            if time.monotonic() - self.last >= self.every:
+                self._print()
 
     def close(self) -> None:
-        if self.state is not None:
-            self._print()
+        self.stop.set()
+        with self.lock:
+            if self.state is not None:
+                self._print()
+
+    def _tick(self) -> None:
+        while not self.stop.wait(max(self.every, 1.0)):
+            with self.lock:
+                if self.state is not None and time.monotonic() - self.last >= self.every:
+                    self._print()
 
     def _print(self) -> None:
         assert self.state is not None and self.first_done is not None
