@@ -183,3 +183,15 @@ def test_the_pareto_front_of_current_trials_is_optunas_when_none_is_stale():
     study.add_trial(optuna.trial.create_trial(values=list(study.trials[0].values), params={}, distributions={}))
     assert sorted(t.number for t in _pareto(study.get_trials(), study.directions)) == \
         sorted(t.number for t in study.best_trials)
+
+
+def test_status_of_an_edited_spec_warns_that_its_counts_are_for_the_old_settings(tmp_path, capsys):
+    path = write_spec(tmp_path)
+    run(path)
+    assert main(["study", "status", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+    write_spec(tmp_path, lr=1e-3)
+    assert main(["study", "status", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "complete" in out
+    assert err.startswith("scaling study: warning: the spec changed") and "lr: 0.003 -> 0.001" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub) -> None:
@@ -67,7 +68,16 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from scaling.study import load_spec, study_status
 
-    print(study_status(load_spec(args.spec), storage=args.storage).to_text())
+    from scaling.study.identity import spec_changes
+
+    spec = load_spec(args.spec)
+    status = study_status(spec, storage=args.storage)
+    print(status.to_text())
+    changed = spec_changes(spec, args.storage or spec.storage_url)
+    if changed:
+        print(f"scaling study: warning: the spec changed since these trials were planned ({' | '.join(changed)}); "
+              f"the counts are for the old settings; `scaling study run --allow-changed-spec` runs the new ones",
+              file=sys.stderr)
     return 0
 
 

@@ -70,6 +70,30 @@ def current(trials: Iterable[FrozenTrial], study_attrs: dict[str, Any]) -> list[
     return [t for t in trials if trial_identity(t, study_attrs) == now]
 
 
+def spec_changes(spec: StudySpec, storage_url: str) -> list[str]:
+    """"<study>: field: old -> new, ..." for each cell whose study was planned under other settings
+    than `spec` now gives (empty when the storage or the studies do not exist yet)."""
+    import optuna
+
+    from scaling.study.storage import open_storage, sqlite_file_missing
+
+    if sqlite_file_missing(storage_url):
+        return []
+    store = open_storage(storage_url, spec.worker)
+    try:
+        summaries = {s.study_name: s.user_attrs for s in optuna.get_all_study_summaries(store, include_best_trial=False)}
+        out = []
+        for cell in spec.cells():
+            old = summaries.get(spec.study_name(cell), {}).get(IDENTITY_FIELDS)
+            if old is not None:
+                changed = changes(old, cell_identity(spec, cell))
+                if changed:
+                    out.append(f"{spec.study_name(cell)}: {'; '.join(changed)}")
+        return out
+    finally:
+        store.engine.dispose()
+
+
 def corpus_sha256(corpus: str | None) -> str:
     """The corpus by content: the bundled manifest's hash, or one over the user's files."""
     if corpus is None:
