@@ -44,6 +44,20 @@ sys.exit(0)
 """
 
 
+@pytest.fixture(autouse=True)
+def no_process_left(request):
+    """Whatever a test asserts, the process groups it started are gone afterwards."""
+    started: list[subprocess.Popen] = []
+    request.node.started = started
+    yield
+    for proc in started:
+        try:  # the group outlives its leader while a worker lives
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+
+
 def hangs(cfg):
     """A fake trial that leaves a mark named by its process id, then hangs."""
     (Path(os.environ["STUDY_TEST_MARKS"]) / str(os.getpid())).touch()
@@ -60,14 +74,15 @@ def alive(pid: int) -> bool:
         return fh.read().split(") ")[1][0] != "Z"
 
 
-def start(tmp_path: Path, argv: list[str], env: dict | None = None) -> tuple[subprocess.Popen, Path, object]:
+def start(request, tmp_path: Path, argv: list[str]) -> tuple[subprocess.Popen, Path, object]:
     path = tmp_path / "sig.toml"
     path.write_text(SPEC.format(folder=tmp_path))
     marks = tmp_path / "marks"
     marks.mkdir()
     proc = subprocess.Popen([sys.executable, *argv, str(path)], cwd=ROOT, start_new_session=True,
-                            env={**os.environ, "STUDY_TEST_MARKS": str(marks), **(env or {})},
+                            env={**os.environ, "STUDY_TEST_MARKS": str(marks)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    request.node.started.append(proc)
     return proc, marks, load_spec(path)
 
 
@@ -104,8 +119,8 @@ def assert_requeued(spec, pids: list[int], how: str) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGHUP, marks=pytest.mark.slow)])
-def test_a_signal_to_the_runner_alone_requeues_every_trial_and_stops_every_worker(tmp_path, sig):
-    proc, marks, spec = start(tmp_path, ["-c", RUNNER])
+def test_a_signal_to_the_runner_alone_requeues_every_trial_and_stops_every_worker(request, tmp_path, sig):
+    proc, marks, spec = start(request, tmp_path, ["-c", RUNNER])
     pids = wait_for_marks(marks, proc, 2)
     proc.send_signal(sig)
     proc.communicate(timeout=60)
@@ -114,8 +129,8 @@ def test_a_signal_to_the_runner_alone_requeues_every_trial_and_stops_every_worke
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_whole_process_group_is_the_same(tmp_path):
-    proc, marks, spec = start(tmp_path, ["-c", RUNNER])
+def test_sigterm_to_the_whole_process_group_is_the_same(request, tmp_path):
+    proc, marks, spec = start(request, tmp_path, ["-c", RUNNER])
     pids = wait_for_marks(marks, proc, 2)
     os.killpg(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=60)
@@ -124,8 +139,8 @@ def test_sigterm_to_the_whole_process_group_is_the_same(tmp_path):
 
 
 @pytest.mark.slow
-def test_workers_of_a_sigkilled_runner_stop_and_requeue_their_trials(tmp_path):
-    proc, marks, spec = start(tmp_path, ["-c", RUNNER])
+def test_workers_of_a_sigkilled_runner_stop_and_requeue_their_trials(request, tmp_path):
+    proc, marks, spec = start(request, tmp_path, ["-c", RUNNER])
     pids = wait_for_marks(marks, proc, 2)
     proc.kill()  # no handler runs: the workers learn of it from the kernel (parent-death signal)
     proc.communicate(timeout=60)
@@ -133,7 +148,7 @@ def test_workers_of_a_sigkilled_runner_stop_and_requeue_their_trials(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_real_cli_with_real_training(tmp_path):
+def test_sigterm_stops_the_real_cli_with_real_training(request, tmp_path):
     """`scaling study run --workers 2` on a model that trains for minutes: SIGTERM, then no process
     is left training and both trials are waiting again."""
     path = tmp_path / "real.toml"
@@ -142,6 +157,7 @@ def test_sigterm_stops_the_real_cli_with_real_training(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "study", "run", str(path), "--workers", "2"],
                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    request.node.started.append(proc)
     spec = load_spec(path)
     deadline = time.monotonic() + 120
     running: list = []
