@@ -29,7 +29,7 @@ grid = [0, 0.1, 1]
 
 [worker]
 heartbeat_interval = 1
-grace_period = 3
+grace_period = 60
 """
 
 RUNNER = """
@@ -70,8 +70,11 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead; its parent just has not reaped it
-        return fh.read().split(") ")[1][0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead; its parent just has not reaped it
+            return fh.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:  # reaped in between
+        return False
 
 
 def start(request, tmp_path: Path, argv: list[str]) -> tuple[subprocess.Popen, Path, object]:
@@ -106,7 +109,7 @@ def states(spec) -> list[tuple[TrialState, str | None]]:
 
 
 def assert_requeued(spec, pids: list[int], how: str) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(p) for p in pids), "a worker kept running"
