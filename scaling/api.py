@@ -67,6 +67,9 @@ def train_one(cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
     return run_pipeline(cfg, progress=progress)
 
 
+MAX_BOOTSTRAP = 100_000  # refits; more only costs time
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """What `run` made: the folder of results/<study>/ and what is in it."""
@@ -83,29 +86,39 @@ class RunOutcome:
 
 
 def run(spec: str | Path, *, storage: str | None = None, workers: int | None = None, bootstrap: int = 200,
-        progress: bool = True, echo: bool = False, force: bool = False) -> RunOutcome:
+        progress: bool = True, echo: bool = False, force: bool = False,
+        allow_changed_spec: bool = False) -> RunOutcome:
     """The whole answer for a study spec: run its planned trials (resuming or joining), export,
     fit, recommend, write the report. Each step's output lands in results/<name>/ as soon as it
     exists. `echo`: print each step and its result (as `scaling run` does). `force`: let the
-    export replace an existing trials.csv that holds more trials."""
+    export replace an existing trials.csv that holds more trials. `allow_changed_spec`: as for
+    `scaling study run`. Raises StudyFailed when no trial completed (nothing to fit)."""
     from scaling.fit import read_table
     from scaling.io import write_atomic
     from scaling.report import write_report as write
     from scaling.report.analysis import fit_for_report
     from scaling.study.export import export_study
-    from scaling.study.runner import run_study
+    from scaling.study.runner import check_not_all_failed, run_study, spec_configs
+    from scaling.study.training import check_inputs
     from scaling.study.spec import load_spec
 
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        from scaling.errors import ConfigError  # checked before the study runs, not after it
+
+        raise ConfigError(f"bootstrap: expected an integer from 0 to {MAX_BOOTSTRAP:,}, got {bootstrap!r}")
     say = print if echo else (lambda *args, **kwargs: None)
 
     def step(name: str) -> None:
         say(f"==> {name}", file=sys.stderr, flush=True)
 
     loaded = load_spec(spec)
+    check_inputs(spec_configs(loaded))  # before the first line of output; run_study's own check is then cached
     start = time.perf_counter()
     step(f"study {loaded.name}: running planned trials")
-    status = run_study(loaded, storage=storage, workers=workers, progress=progress)
+    status = run_study(loaded, storage=storage, workers=workers, progress=progress,
+                       allow_changed_spec=allow_changed_spec)
     study_s = time.perf_counter() - start
+    check_not_all_failed(loaded, status)
 
     step("export")
     exported = export_study(loaded, storage=storage, force=force)

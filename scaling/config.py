@@ -21,6 +21,14 @@ DECAY_MODES = ("coupled", "independent")
 DECAY_PARAMS = ("all", "matrices")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_TPP = 20.0
+# Upper bounds, so an absurd value is a one-line error here instead of an overflow or an
+# out-of-memory crash minutes later (docs/studies.md, "Bounds"):
+MAX_SEED = 2**32 - 1  # numpy and torch seeds are 32-bit
+MAX_CONTEXT = 65536  # attention memory grows with context^2
+MAX_BATCH_TOKENS = 2**22  # batch_size * context: activations and logits of one step scale with it
+MAX_TOKENS = 10**13  # 10T tokens, far beyond any model this project trains
+MAX_TPP = 1e6
+MAX_EVAL_TOKENS = 2**30
 
 
 @dataclass(frozen=True)
@@ -62,9 +70,14 @@ class RunConfig:
     eval_every: int = 0  # steps between curve evaluations of val_loss; 0 picks ~10 points
 
     def __post_init__(self) -> None:
-        _positive_int(self, "context")
+        _positive_int(self, "context", high=MAX_CONTEXT)
         _positive_int(self, "batch_size")
-        _positive_int(self, "eval_tokens")
+        if self.batch_size * self.context > MAX_BATCH_TOKENS:
+            raise ConfigError(f"batch_size: expected batch_size x context <= {MAX_BATCH_TOKENS:,} tokens per step, "
+                              f"got {self.batch_size} x {self.context} = {self.batch_size * self.context:,}")
+        _positive_int(self, "eval_tokens", high=MAX_EVAL_TOKENS)
+        _int_in(self, "seed", 0, MAX_SEED)
+        _int_in(self, "eval_every", 0, None)
         for name in ("d_model", "n_layers", "n_heads", "d_ff"):
             if getattr(self, name) is not None:
                 _positive_int(self, name)
@@ -83,9 +96,9 @@ class RunConfig:
         if self.tokens is not None and self.tpp is not None:
             raise ConfigError("tokens/tpp: give one token budget, not both")
         if self.tokens is not None:
-            _positive_int(self, "tokens")
+            _positive_int(self, "tokens", high=MAX_TOKENS)
         if self.tpp is not None:
-            _finite(self, "tpp", low=0.0, strict=True)
+            _finite(self, "tpp", low=0.0, high=MAX_TPP, strict=True)
         for name in ("warmup_frac", "final_lr_frac", "cooldown_frac"):
             _finite(self, name, low=0.0, high=1.0)
         for name in ("beta1", "beta2"):
@@ -147,10 +160,19 @@ def token_budget(cfg: RunConfig, n_params: int) -> tuple[int, int]:
     return budget_steps(cfg.tokens if cfg.tokens is not None else cfg.tpp * n_params, cfg.batch_tokens)
 
 
-def _positive_int(cfg: RunConfig, name: str) -> None:
+def _positive_int(cfg: RunConfig, name: str, high: int | None = None) -> None:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{name}: expected a positive integer <= {high:,}, got {value!r}")
+
+
+def _int_in(cfg: RunConfig, name: str, low: int, high: int | None) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        upper = "" if high is None else f" and <= {high:,}"
+        raise ConfigError(f"{name}: expected an integer >= {low}{upper}, got {value!r}")
 
 
 def _finite(cfg: RunConfig, name: str, low: float | None = None, high: float | None = None,

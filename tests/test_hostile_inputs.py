@@ -2,8 +2,7 @@
 
 Each case must give exit status 2 and exactly one line on stderr, `scaling <cmd>: error: ...`:
 no traceback, no password from a storage URL anywhere in the output, and nothing left behind
-(no half-written or temp file, no replaced result). Cases that other issues own and that still
-fail are marked xfail(strict=True), so they show up when they are fixed.
+(no half-written or temp file, no replaced result).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -457,11 +457,13 @@ def test_an_unreadable_corpus_file_is_one_line(tmp_path):
     assert "Permission denied" in assert_one_line_error(done.returncode, done.stdout, done.stderr, "train")
 
 
-def test_a_batch_too_large_for_memory_is_one_line(tmp_path):
-    done = _run_subprocess([], "train", "--size", "13k", "--tokens", "4096", "--batch-size", "100000000",
-                           "--device", "cpu", cwd=tmp_path, limit_as=8 * 2**30)  # fmt: skip
-    line = assert_one_line_error(done.returncode, done.stdout, done.stderr, "train")
-    assert "out of memory" in line and "--batch-size" in line
+def test_a_batch_too_large_for_memory_is_one_line_at_once(tmp_path, capsys, monkeypatch):
+    """Bounded in RunConfig (batch_size x context tokens per step), so nothing is allocated."""
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(capsys, "train", "--size", "13k", "--tokens", "4096", "--batch-size", "100000000",
+                           "--device", "cpu")  # fmt: skip
+    assert "batch_size x context <=" in assert_one_line_error(rc, out, err, "train")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_bug_still_shows_its_traceback(capsys, monkeypatch):
@@ -485,12 +487,6 @@ def _expect_one_line(capsys, command: str, *argv) -> None:
     assert_one_line_error(rc, out, err, command)
 
 
-@pytest.mark.xfail(strict=True, reason="part 2 / issue 10: RunConfig does not check the seed")
-def test_a_negative_seed_is_one_line(capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    _expect_one_line(capsys, "train", "train", "--seed", "-1", "--tokens", "4096", "--size", "13k")
-
-
 def test_an_astronomical_budget_is_one_line(study_folder, capsys):
     _expect_one_line(capsys, "recommend", "recommend", "--trials", study_folder / "trials.csv", "--params", "1e160",
                      "--tokens", "1e160", "--json", "--bootstrap", "0")
@@ -508,14 +504,194 @@ def test_nan_and_negative_objectives_in_a_fit_table_are_refused(study_folder, tm
     _expect_one_line(capsys, "fit", "fit", tmp_path / "trials.csv", "--bootstrap", "0", "--no-write")
 
 
-@pytest.mark.xfail(strict=True, reason="part 2 / issue 10: the spec accepts eval_every = -3")
-def test_a_negative_eval_every_in_a_spec_is_refused(spec_path, capsys):
-    spec_path.write_text(spec_path.read_text().replace('device = "cpu"', 'device = "cpu"\neval_every = -3'))
-    _expect_one_line(capsys, "study", "study", "status", spec_path)
-
-
 def test_a_boolean_n_params_column_is_refused(study_folder, tmp_path, capsys):
     trials = pd.read_csv(study_folder / "trials.csv")
     trials["n_params"] = True
     trials.to_csv(tmp_path / "trials.csv", index=False)
     _expect_one_line(capsys, "fit", "fit", tmp_path / "trials.csv", "--bootstrap", "0", "--no-write")
+
+
+# ----------------------------------------------------------------------------- part 2: studies and bounds
+
+
+def instant_trial(cfg):
+    """A fake trial (no training): loss from the decay."""
+    return {"val_loss": 3.0 + cfg.decay, "ft_score": 0.5, "ft_nll": 0.7, "seed": cfg.seed, "curve": []}
+
+
+def test_a_negative_seed_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _expect_one_line(capsys, "train", "train", "--seed", "-1", "--tokens", "4096", "--size", "13k")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--tokens", "1e20"], "tokens: expected a positive integer <= 10,000,000,000,000"),
+    (["--tpp", "1e300"], "tpp: expected a number <= 1000000"),
+    (["--context", "1000000"], "context: expected a positive integer <= 65,536"),
+])  # fmt: skip
+def test_budgets_and_shapes_that_would_overflow_are_one_line(capsys, tmp_path, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(capsys, "train", "--size", "13k", *argv)
+    assert expected in assert_one_line_error(rc, out, err, "train")
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("eval_tokens = 4096", "eval_every = -3", "run.eval_every: expected an integer >= 0, got -3"),
+    ("eval_tokens = 4096", "seed = 1", "run.seed: expected no seed here"),
+    ("grid = [0, 0.1]", "low = 0.01\nhigh = 1\nn_trials = 1000000000", "decay.n_trials: expected at most 100,000"),
+    ("seeds = [0]", "seeds = [4294967296]", "seeds: expected integers <= 4294967295"),
+])  # fmt: skip
+def test_bad_run_settings_in_a_spec_are_refused(spec_path, capsys, old, new, expected):
+    spec_path.write_text(spec_path.read_text().replace(old, new))
+    rc, out, err = run_cli(capsys, "study", "status", spec_path)
+    assert expected in assert_one_line_error(rc, out, err, "study")
+
+
+@pytest.mark.parametrize("budgets, expected", [
+    ("tpp = [1, 1]", "budgets.tpp: entries 1 and 1 both round to"),
+    ("tpp = [1, 1.0000001]", "budgets.tpp: entries 1 and 1.0000001 both round to 14,336 tokens"),
+    ("tokens = [4096, 4100]", "budgets.tokens: entries 4096 and 4100 both round to 4,096 tokens"),
+    ("tpp = [1e300]", "budgets.tpp: expected a number <= 1000000"),
+    ("tokens = [100000000000000000]", "budgets.tokens: expected a positive integer <= 10,000,000,000,000"),
+])  # fmt: skip
+def test_budgets_that_round_to_the_same_tokens_or_overflow_are_refused(spec_path, capsys, budgets, expected):
+    spec_path.write_text(spec_path.read_text().replace("tpp = [5]", budgets))
+    rc, out, err = run_cli(capsys, "study", "run", spec_path, "--workers", "1")
+    assert expected in assert_one_line_error(rc, out, err, "study")
+    assert not (spec_path.parent / "results").exists()
+
+
+def test_a_malformed_storage_url_is_masked_by_the_spec_parser_itself():
+    from scaling.errors import ConfigError
+    from scaling.study import parse_spec
+
+    data = {"name": "x", "sizes": ["13k"], "budgets": {"tpp": [5]}, "decay": {"grid": [0.1]},
+            "storage": f"postgresql:/postgres:{SECRET}@127.0.0.1/db"}
+    with pytest.raises(ConfigError) as info:
+        parse_spec(data)
+    assert SECRET not in str(info.value) and "postgres:***@" in str(info.value)
+
+
+def test_a_spec_edited_under_the_same_name_is_refused_naming_the_change(spec_path, capsys):
+    from scaling.study import run_study
+
+    run_study(load_spec(spec_path), workers=1, trial_fn=instant_trial, progress=False)
+    spec_path.write_text(spec_path.read_text().replace("context = 128", "context = 64"))
+    rc, out, err = run_cli(capsys, "study", "run", spec_path, "--workers", "1", "--no-progress")
+    line = assert_one_line_error(rc, out, err, "study")
+    assert "context: 128 -> 64" in line and "--allow-changed-spec" in line
+    rc, out, err = run_cli(capsys, "run", spec_path, "--workers", "1", "--no-progress")
+    step, error = err.strip().splitlines()  # `scaling run` names its step first
+    assert step == "==> study tiny: running planned trials"
+    assert "context: 128 -> 64" in assert_one_line_error(rc, out, error, "run")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["study", "run", "{spec}", "--workers", "100000"], "workers: expected at most"),
+    (["run", "{spec}", "--bootstrap", "-5"], "bootstrap: expected an integer from 0"),
+    (["run", "{spec}", "--bootstrap", "10000000"], "bootstrap: expected an integer from 0"),
+])  # fmt: skip
+def test_bad_run_options_fail_before_the_study_runs(spec_path, capsys, argv, expected):
+    rc, out, err = run_cli(capsys, *[a.replace("{spec}", str(spec_path)) for a in argv])
+    assert expected in assert_one_line_error(rc, out, err, argv[0])
+    assert not (spec_path.parent / "results").exists()
+
+
+@pytest.fixture
+def broken_task(tmp_path) -> Path:
+    path = tmp_path / "task.jsonl"
+    path.write_text('{"prompt": "1+1=", "completion": "2"}\n{"prompt": 3}\n')
+    return path
+
+
+@pytest.mark.parametrize("what", ["corpus", "task"])
+def test_study_run_checks_corpus_and_task_files_before_planning_or_training(spec_path, capsys, broken_task, what):
+    text = spec_path.read_text()
+    if what == "corpus":
+        text = text.replace('device = "cpu"', 'device = "cpu"\ncorpus = "no/such/corpus"')
+        expected = "corpus no/such/corpus: no such file or folder"
+    else:
+        text = text.replace('tasks = ["arithmetic"]', f'tasks = ["arithmetic", "jsonl:{broken_task}"]')
+        expected = f'task file {broken_task} line 2: field "prompt" must be a string'
+    spec_path.write_text(text)
+    for argv in (["study", "run", spec_path, "--workers", "2"], ["run", spec_path, "--workers", "2"]):
+        rc, out, err = run_cli(capsys, *argv)
+        assert expected in assert_one_line_error(rc, out, err, argv[0])
+    assert not (spec_path.parent / "results").exists()  # no storage, no trial
+
+
+def test_train_checks_its_task_files_before_pretraining(capsys, tmp_path, monkeypatch, broken_task):
+    import scaling.train.pipeline as pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("pretraining started before the task file was checked")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", never)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(capsys, "train", "--size", "13k", "--tokens", "4096", "--tasks", f"arithmetic,jsonl:{broken_task}")
+    assert 'line 2: field "prompt" must be a string' in assert_one_line_error(rc, out, err, "train")
+
+
+def test_a_device_that_is_not_there_is_one_line_before_planning(spec_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    spec_path.write_text(spec_path.read_text().replace('device = "cpu"', 'device = "cuda"'))
+    rc, out, err = run_cli(capsys, "study", "run", spec_path, "--workers", "1")
+    assert "device: 'cuda' requested" in assert_one_line_error(rc, out, err, "study")
+    assert not (spec_path.parent / "results").exists()
+
+
+def test_a_study_whose_every_trial_failed_exits_non_zero_with_the_reasons(spec_path, capsys, monkeypatch):
+    import scaling.study.units as units
+
+    def broken(cfg):
+        raise RuntimeError(f"no luck at decay {cfg.decay:g}" if cfg.decay else "out of luck")
+
+    monkeypatch.setattr(units, "run_one", broken)
+    spec_path.write_text(spec_path.read_text() + "\n[worker]\nmax_retry = 0\n")
+    rc, out, err = run_cli(capsys, "study", "run", spec_path, "--workers", "1", "--no-progress")
+    assert rc == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("scaling study: error: study tiny: every trial failed, none completed: 2 trials failed")
+    assert "RuntimeError: out of luck (x1)" in last and "RuntimeError: no luck at decay 0.1 (x1)" in last
+
+
+def test_progress_off_a_terminal_is_plain_lines(spec_path, capsys, monkeypatch):
+    from scaling.study import run_study
+
+    monkeypatch.setenv("SCALING_PROGRESS_EVERY", "0")
+    run_study(load_spec(spec_path), workers=1, trial_fn=instant_trial, progress=True)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err
+    lines = err.strip().splitlines()
+    assert lines and all(line.startswith("worker 0: ") for line in lines)
+    assert lines[-1].startswith("worker 0: 2/2 trials finished, 2 run by this worker")
+
+
+def test_a_plan_lock_left_by_a_crashed_run_does_not_block_the_next(spec_path):
+    import subprocess as sp
+
+    from scaling.study import run_study
+    from scaling.study.storage import _process_space, open_storage
+
+    spec = load_spec(spec_path)
+    storage = open_storage(spec.storage_url)
+    held = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], study_name="tiny/.plan-lock")
+    gone = int(sp.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    storage.set_study_user_attr(held, "holder", {"space": _process_space(), "pid": gone})
+    storage.engine.dispose()
+    report = run_study(spec, workers=1, trial_fn=instant_trial, progress=False)
+    assert report.ok and report.enqueued == 2
+
+
+def test_progress_lines_keep_coming_while_a_long_trial_trains(capsys, monkeypatch):
+    from scaling.study.worker import _Lines
+
+    lines = _Lines(3, every=1.0)
+    lines.show(0, 4, 1)  # a trial starts
+    time.sleep(2.5)  # ... and trains on: the ticker still reports
+    lines.close()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) >= 3 and all(e.startswith("worker 3: 0/4 trials finished, 1 run by this worker") for e in err)

@@ -60,3 +60,40 @@ def test_a_lock_left_by_a_dead_holder_is_broken_after_it_goes_stale():
     with storage_lock(storage, "s/.plan-lock", stale_after_s=0.3, poll_s=0.01):
         waited = time.monotonic() - start
     assert 0.3 <= waited < 5
+
+
+def test_a_lock_whose_holder_process_is_gone_is_broken_at_once():
+    """A crash during planning leaves the lock behind; its holder's pid on this host is gone, so
+    the next run takes it without waiting out the stale timeout."""
+    import subprocess
+    import sys
+
+    from scaling.study.storage import _process_space
+
+    storage = optuna.storages.InMemoryStorage()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    held = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], study_name="s/.plan-lock")
+    storage.set_study_user_attr(held, "holder", {"space": _process_space(), "pid": int(dead.stdout)})
+    messages: list[str] = []
+    start = time.monotonic()
+    with storage_lock(storage, "s/.plan-lock", stale_after_s=300, poll_s=0.01, log=messages.append):
+        waited = time.monotonic() - start
+    assert waited < 2
+    assert "its process is gone" in messages[-1]
+
+
+def test_a_live_holder_that_keeps_beating_is_never_broken():
+    storage = optuna.storages.InMemoryStorage()
+    events = []
+
+    def second():
+        with storage_lock(storage, "s/.plan-lock", stale_after_s=0.3, poll_s=0.01):
+            events.append("second")
+
+    with storage_lock(storage, "s/.plan-lock", stale_after_s=0.3):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(1.5)  # five stale periods: only the beat keeps the lock
+        events.append("first done")
+    thread.join(timeout=10)
+    assert events == ["first done", "second"]

@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=None,
                      help="worker processes on this machine (default: one per CPU thread on a CPU-only machine, 1 with a GPU)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits for fit intervals")
+    p.add_argument("--allow-changed-spec", action="store_true", dest="allow_changed_spec",
+                   help="run a spec edited under the same name (old trials stay stored but stale, not exported)")
     p.add_argument("--no-progress", action="store_true", dest="no_progress")
     p.set_defaults(func=run)
 
@@ -26,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     from scaling.api import run as run_spec
 
     run_spec(args.spec, storage=args.storage, workers=args.workers, bootstrap=args.bootstrap,
-             progress=not args.no_progress, echo=True, force=args.force)
+             progress=not args.no_progress, echo=True, force=args.force, allow_changed_spec=args.allow_changed_spec)
     return 0

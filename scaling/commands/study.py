@@ -24,7 +24,12 @@ def register(sub) -> None:
                           "(overrides the spec's batch_models; default 1)")
     run.add_argument("--retry-failed", action="store_true", dest="retry_failed",
                      help="queue again trials that finally failed (except diverged ones)")
-    run.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bars")
+    run.add_argument("--allow-changed-spec", action="store_true", dest="allow_changed_spec",
+                     help="run a spec edited under the same name: trials planned under the old settings stay in "
+                          "the storage but are stale (not counted, not exported)")
+    run.add_argument("--no-progress", action="store_false", dest="progress",
+                     help="no progress (default: a bar per worker on a terminal, else a plain line per worker "
+                          "at most every $SCALING_PROGRESS_EVERY seconds, default 30)")
     run.set_defaults(func=_run)
 
     status = actions.add_parser("status", help="per cell: trials complete/running/waiting/failed, best trials, Pareto front")
@@ -48,19 +53,31 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from scaling.study import load_spec, run_study
+    from scaling.study.runner import check_not_all_failed
 
     spec = load_spec(args.spec)
     report = run_study(spec, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
-                       progress=args.progress and sys.stderr.isatty(), threads=args.threads,
-                       retry_failed=args.retry_failed, batch_models=args.batch_models)
+                       progress=args.progress, threads=args.threads,
+                       retry_failed=args.retry_failed, batch_models=args.batch_models,
+                       allow_changed_spec=args.allow_changed_spec)
     print(report.status.to_text())
+    check_not_all_failed(spec, report)
     return 0 if report.ok else 1
 
 
 def _status(args: argparse.Namespace) -> int:
     from scaling.study import load_spec, study_status
 
-    print(study_status(load_spec(args.spec), storage=args.storage).to_text())
+    from scaling.study.identity import spec_changes
+
+    spec = load_spec(args.spec)
+    status = study_status(spec, storage=args.storage)
+    print(status.to_text())
+    changed = spec_changes(spec, args.storage or spec.storage_url)
+    if changed:
+        print(f"scaling study: warning: the spec changed since these trials were planned ({' | '.join(changed)}); "
+              f"the counts are for the old settings; `scaling study run --allow-changed-spec` runs the new ones",
+              file=sys.stderr)
     return 0
 
 
@@ -69,7 +86,8 @@ def _export(args: argparse.Namespace) -> int:
 
     result = export_study(load_spec(args.spec), storage=args.storage, out_dir=args.out, force=args.force)
     was = "" if result.replaced_trials is None else f" (replaced a table of {result.replaced_trials})"
-    print(f"{result.trials_csv}: {result.n_trials} trials{was}")
+    stale = f"; {result.n_stale} stale trials of an earlier spec left out" if result.n_stale else ""
+    print(f"{result.trials_csv}: {result.n_trials} trials{was}{stale}")
     print(f"{result.curves_csv}: {result.n_curve_rows} curve points")
     print(f"{result.failed_csv}: {result.n_failed} failed trials")
     return 0

@@ -41,11 +41,13 @@ def run(args: argparse.Namespace) -> int:
     if args.list_sizes:
         list_sizes()
         return 0
+    from scaling.study.training import check_inputs
     from scaling.train.pipeline import run_pipeline
 
     apply_threads(args.threads)
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     cfg = run_config_from_args(args, tasks=tasks, probes=not args.no_probes, eval_tokens=args.eval_tokens)
+    check_inputs([cfg])  # corpus, device and every task file now, not after the pretraining
     metrics = run_pipeline(cfg, progress=not args.json and sys.stderr.isatty())
     curve = metrics.pop("curve")
     if args.json:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
 
+from scaling.study.identity import trial_identity
 from scaling.study.storage import retry_storage
 
 
@@ -40,15 +41,19 @@ class Held:
 
 
 def claim(storage: optuna.storages.BaseStorage, study: optuna.Study, key: str | None = None,
-          exclude: Collection[str] = ()) -> Claim | None:
+          exclude: Collection[str] = (), identity: str | None = None) -> Claim | None:
     """Claim the oldest WAITING trial of `study` whose plan key is `key` (if given) and not in
-    `exclude`; None when there is none. `storage` is the one `study` was loaded with."""
+    `exclude`, planned under `identity` (if given: `scaling.study.identity`); None when there is
+    none. `storage` is the one `study` was loaded with."""
     # Listing through the study also puts the trials into its storage cache, which
     # `Trial.suggest_*` needs for the claimed trial.
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    attrs = study.user_attrs if identity is not None and waiting else {}
     for t in waiting:
         plan = t.user_attrs.get("plan")
         if (key is not None and plan != key) or plan in exclude:
+            continue
+        if identity is not None and trial_identity(t, attrs) != identity:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(_study_id(storage, study.study_name), t.number)
         try:
@@ -70,25 +75,30 @@ def _study_id(storage: optuna.storages.BaseStorage, study_name: str) -> int:
     return ids[study_name]
 
 
-def claim_some(storage: optuna.storages.BaseStorage, study: optuna.Study, k: int) -> list[Held]:
+def claim_some(storage: optuna.storages.BaseStorage, study: optuna.Study, k: int,
+               identity: str | None = None) -> list[Held]:
     """Up to `k` WAITING trials of one study, each with its own atomic claim."""
     held: list[Held] = []
     while len(held) < k:
-        got = retry_storage(lambda: claim(storage, study))
+        got = retry_storage(lambda: claim(storage, study, identity=identity))
         if got is None:
             break
         held.append(Held(study, got.trial_id))
     return held
 
 
-def claim_across(storage: optuna.storages.BaseStorage, studies: Sequence[optuna.Study], k: int) -> list[Held]:
+def claim_across(storage: optuna.storages.BaseStorage, studies: Sequence[optuna.Study], k: int,
+                 identities: Mapping[str, str] | None = None) -> list[Held]:
     """Up to `k` plan keys, each with its trial in every study that still has it waiting (one
     size's budgets, for cooldown branches). A trial already running or done elsewhere is left
     to its holder: the unit simply lacks that budget."""
+    def mine(study: optuna.Study) -> str | None:
+        return None if identities is None else identities.get(study.study_name)
+
     units: dict[str | None, list[Held]] = {}
     for study in studies:
         while len(units) < k:
-            got = retry_storage(lambda: claim(storage, study, exclude=set(units)))
+            got = retry_storage(lambda: claim(storage, study, exclude=set(units), identity=mine(study)))
             if got is None:
                 break
             units[got.plan] = [Held(study, got.trial_id)]
@@ -97,7 +107,7 @@ def claim_across(storage: optuna.storages.BaseStorage, studies: Sequence[optuna.
         for study in studies:
             if study in taken or key is None:
                 continue
-            got = retry_storage(lambda: claim(storage, study, key=key))
+            got = retry_storage(lambda: claim(storage, study, key=key, identity=mine(study)))
             if got is not None:
                 members.append(Held(study, got.trial_id))
     return [h for members in units.values() for h in members]

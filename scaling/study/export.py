@@ -25,7 +25,8 @@ from scaling.io import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
-from scaling.study.plan import by_plan_key, open_cell_study
+from scaling.study.identity import cell_identity, current
+from scaling.study.plan import by_plan_key, check_identity, open_cell_study
 from scaling.study.spec import StudySpec
 from scaling.study.storage import open_storage, safe_url, sqlite_file_missing
 
@@ -46,6 +47,7 @@ class ExportResult:
     n_curve_rows: int
     n_failed: int
     replaced_trials: int | None = None  # trials in the trials.csv this export replaced (None: there was none)
+    n_stale: int = 0  # completed trials of an earlier version of the spec, left out (docs/studies.md)
 
 
 def trial_row(spec: StudySpec, cell: str, t: FrozenTrial) -> dict[str, Any]:
@@ -92,11 +94,18 @@ def export_study(spec: StudySpec, storage: str | None = None, out_dir: str | Pat
         raise DataError(f"{safe_url(url)}: holds no study of spec {spec.name!r} (expected names like "
                         f"{spec.study_name(spec.cells()[0])!r}); wrong --storage? nothing was written")
     rows, curves, failed = [], [], []
+    stale = 0
     for cell in spec.cells():
         if spec.study_name(cell) not in names:
             continue
         study = open_cell_study(spec, cell, store, create=False)
-        trials = study.get_trials(deepcopy=False)
+        # Rows come from what each trial recorded; refuse to file old settings' trials under an edited spec.
+        check_identity(spec, cell, study, cell_identity(spec, cell), allow=False,
+                       hint="export with the spec they were run with, or `scaling study run --allow-changed-spec` "
+                            "first; nothing was written")
+        every = study.get_trials(deepcopy=False)
+        trials = current(every, study.user_attrs)  # not those of an edited spec
+        stale += sum(t.state == TrialState.COMPLETE for t in every) - sum(t.state == TrialState.COMPLETE for t in trials)
         for t in trials:
             if t.state != TrialState.COMPLETE:
                 continue
@@ -132,7 +141,7 @@ def export_study(spec: StudySpec, storage: str | None = None, out_dir: str | Pat
     # trials.csv last: an export interrupted between files leaves the old trials table in place
     for df, path in reversed(list(zip((trials_df, curve_df, failed_df), paths))):
         write_atomic(path, df.to_csv(index=False))
-    return ExportResult(*paths, len(trials_df), len(curve_df), len(failed_df), replaced)
+    return ExportResult(*paths, len(trials_df), len(curve_df), len(failed_df), replaced, stale)
 
 
 def existing_trials(path: Path) -> int | None:

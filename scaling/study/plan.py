@@ -17,6 +17,7 @@ are left for the sampler to propose when a worker pops the slot.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from scaling.errors import ConfigError
+from scaling.study import identity as ident
 from scaling.study.spec import Cell, PlannedTrial, StudySpec
 from scaling.study.storage import retry_storage, storage_lock
 
@@ -38,7 +40,7 @@ OBJECTIVES = ("val_loss", "ft_score")  # a spec's default before `plasticity`; s
 DIRECTIONS = ("minimize", "maximize")
 # user attrs every planned trial carries from enqueue through retries (refine, tau_target and
 # planned_decay only on some: refinement trials and timescale grids)
-PLAN_ATTRS = ("plan", "seed", "cell", "refine", "tau_target", "planned_decay")
+PLAN_ATTRS = ("plan", "seed", "cell", ident.IDENTITY, "refine", "tau_target", "planned_decay")
 
 
 def open_cell_study(spec: StudySpec, cell: Cell, storage: optuna.storages.BaseStorage,
@@ -88,28 +90,42 @@ def needs_enqueue(trials: list[FrozenTrial], retry_failed: bool) -> bool:
 
 
 def ensure_planned(spec: StudySpec, storage: optuna.storages.BaseStorage, n_trials: int | None = None,
-                   retry_failed: bool = False, log: Callable[[str], None] | None = None) -> int:
+                   retry_failed: bool = False, log: Callable[[str], None] | None = None,
+                   allow_changed_spec: bool = False) -> int:
     """Create every cell's study and enqueue the planned trials it lacks; return how many were
     enqueued. `retry_failed` re-queues final failures other than divergence (a diverged trial
-    would diverge again: same config, same seed)."""
+    would diverge again: same config, same seed).
+
+    A cell planned before under another identity (the spec was edited under the same name) is a
+    ConfigError naming what changed, checked for every cell before anything is enqueued; with
+    `allow_changed_spec` the cell takes the new identity, its old trials stay in the storage as
+    stale (not counted, not exported) and its old waiting trials are failed as "spec_changed"."""
     added = 0
+    identities = {cell.name: ident.cell_identity(spec, cell) for cell in spec.cells()}
     with storage_lock(storage, f"{spec.name}/.plan-lock", log=log):
+        studies = {cell.name: open_cell_study(spec, cell, storage) for cell in spec.cells()}
         for cell in spec.cells():
-            study = open_cell_study(spec, cell, storage)
-            groups = by_plan_key(study.get_trials(deepcopy=False))
-            check_plasticity(spec, study)
+            check_plasticity(spec, studies[cell.name])
+            check_identity(spec, cell, studies[cell.name], identities[cell.name], allow_changed_spec)
+        for cell in spec.cells():
+            study = studies[cell.name]
+            fields = identities[cell.name]
+            adopt_identity(storage, study, fields)
+            digest = ident.identity_hash(fields)
+            groups = by_plan_key(ident.current(study.get_trials(deepcopy=False), study.user_attrs))
             for planned in spec.plan(n_trials, cell=cell):
-                added += enqueue_planned(study, cell, planned, groups.get(planned.key, []), retry_failed)
+                added += enqueue_planned(study, cell, planned, groups.get(planned.key, []), retry_failed, digest)
     return added
 
 
 def enqueue_planned(study: optuna.Study, cell: Cell, planned: PlannedTrial, trials: list[FrozenTrial],
-                    retry_failed: bool, refine_round: int | None = None) -> int:
-    """Enqueue `planned` unless its plan key's `trials` make that unnecessary; 1 if enqueued."""
+                    retry_failed: bool, identity: str, refine_round: int | None = None) -> int:
+    """Enqueue `planned` unless its plan key's `trials` make that unnecessary; 1 if enqueued.
+    `identity`: the cell's identity digest (scaling.study.identity), carried by the trial."""
     if not needs_enqueue(trials, retry_failed):
         return 0
     params: dict[str, Any] = dict(trials[-1].params) if trials else {}
-    attrs: dict[str, Any] = {"plan": planned.key, "seed": planned.seed, "cell": cell.name}
+    attrs: dict[str, Any] = {"plan": planned.key, "seed": planned.seed, "cell": cell.name, ident.IDENTITY: identity}
     if planned.decay is not None:
         params["decay"] = planned.decay
         attrs["planned_decay"] = planned.decay
@@ -128,6 +144,63 @@ def check_plasticity(spec: StudySpec, study: optuna.Study) -> None:
     if made != spec.plasticity:
         raise ConfigError(f"{spec.path}: plasticity: the study {study.study_name!r} in this storage was made with "
                           f"plasticity = {made!r}; expected that value (or a new storage), got {spec.plasticity!r}")
+
+
+def check_identity(spec: StudySpec, cell: Cell, study: optuna.Study, fields: dict[str, Any], allow: bool,
+                   hint: str = "give the spec a new name, or pass --allow-changed-spec to mark the old trials "
+                               "stale and run the new ones") -> None:
+    """ConfigError if the cell was planned under other fields, unless `allow`; trials from before
+    identities existed are compared through the RunConfig they recorded."""
+    attrs = study.user_attrs
+    if attrs.get(ident.IDENTITY) == ident.identity_hash(fields):
+        return
+    if ident.IDENTITY_FIELDS in attrs:
+        old = attrs[ident.IDENTITY_FIELDS]
+    else:
+        old = _legacy_fields(study, fields)
+        if old is None:
+            return
+    changed = ident.changes(old, fields)
+    if not changed or allow:
+        return
+    raise ConfigError(f"{spec.path}: the spec changed since study {spec.study_name(cell)} was planned "
+                      f"({'; '.join(changed)}); expected the same settings: {hint}")
+
+
+def _legacy_fields(study: optuna.Study, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The fields of a study planned before identities, from the newest trial's recorded
+    RunConfig (fields it did not record taken as unchanged); None when no trial recorded one."""
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: -t.number):
+        config = t.user_attrs.get("config")
+        if isinstance(config, dict):
+            return {k: config.get(k, fields[k]) for k in fields}
+    return None
+
+
+def adopt_identity(storage: optuna.storages.BaseStorage, study: optuna.Study, fields: dict[str, Any]) -> None:
+    """Make `fields` the study's identity. Trials from before identities count as the first
+    identity adopted if the RunConfig they recorded matches it; waiting trials of any other
+    identity fail as "spec_changed" (a worker would run them with the new settings)."""
+    digest = ident.identity_hash(fields)
+    if study.user_attrs.get(ident.IDENTITY) == digest:
+        return
+    if study.user_attrs.get(ident.IDENTITY) is None and ident.LEGACY not in study.user_attrs:
+        legacy = _legacy_fields(study, fields)
+        same = legacy is None or not ident.changes(legacy, fields)
+        retry_storage(lambda: study.set_user_attr(ident.LEGACY, digest if same else "before-identities"))
+    attrs = study.user_attrs
+    study_id = retry_storage(lambda: storage.get_study_id_from_name(study.study_name))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if ident.trial_identity(t, attrs) == digest:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            retry_storage(lambda: storage.set_trial_user_attr(trial_id, "fail_kind", "spec_changed"))
+            retry_storage(lambda: storage.set_trial_user_attr(
+                trial_id, "fail_reason", "planned under an earlier version of the spec"))
+            retry_storage(lambda: storage.set_trial_state_values(trial_id, TrialState.FAIL))
+    retry_storage(lambda: study.set_user_attr(ident.IDENTITY_FIELDS, fields))
+    retry_storage(lambda: study.set_user_attr(ident.IDENTITY, digest))
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, count_retry: bool, max_retry: int) -> bool:
@@ -178,8 +251,9 @@ def ensure_refined(spec: StudySpec, storage: optuna.storages.BaseStorage, round_
     with storage_lock(storage, f"{spec.name}/.plan-lock", log=log):
         for cell in spec.cells():
             study = open_cell_study(spec, cell, storage)
-            trials = study.get_trials(deepcopy=False)
+            trials = ident.current(study.get_trials(deepcopy=False), study.user_attrs)  # not stale ones
             groups = by_plan_key(trials)
+            identity = study.user_attrs.get(ident.IDENTITY, "")  # set by ensure_planned
             attr = f"refine_round_{round_}"
             recorded = study.user_attrs.get(attr)
             if recorded is None:
@@ -191,7 +265,8 @@ def ensure_refined(spec: StudySpec, storage: optuna.storages.BaseStorage, round_
             for r in recorded:
                 tau = None if r["tau"] is None else float(r["tau"])
                 planned = PlannedTrial(r["key"], int(r["seed"]), float(r["decay"]), tau)
-                added += enqueue_planned(study, cell, planned, groups.get(r["key"], []), False, refine_round=round_)
+                added += enqueue_planned(study, cell, planned, groups.get(r["key"], []), False, identity,
+                                         refine_round=round_)
     return added
 
 

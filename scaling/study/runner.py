@@ -11,16 +11,19 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 
-from scaling.errors import ConfigError
+from scaling.errors import ConfigError, ScalingError
 from scaling.study.plan import ensure_planned, ensure_refined
 from scaling.study.spec import StudySpec
+from scaling.study.spec_toml import MAX_N_TRIALS
 from scaling.study.status import StudyStatus, study_status
 from scaling.study.storage import open_storage, safe_url
-from scaling.study.training import cuda_available
+from scaling.study.training import RunConfig, check_inputs, cuda_available
 from scaling.study.units import TrialFn, Unit, check_fns
-from scaling.study.worker import WorkerResult, run_worker
+from scaling.study.worker import WorkerResult, run_worker, stop_signals_as_interrupt, stop_signals_ignored
+
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,51 @@ class RunReport:
         """The study has nothing waiting or running (completed or finally failed trials)."""
         return self.status.finished
 
+    @property
+    def all_failed(self) -> bool:
+        """Finished, and not one trial completed."""
+        cells = self.status.cells
+        return self.ok and sum(c.complete for c in cells) == 0 and sum(c.failed for c in cells) > 0
+
+    def failure_summary(self) -> str:
+        """One line: how many trials finally failed and each distinct reason with its count."""
+        reasons = Counter(r for c in self.status.cells for r in c.fail_reasons)
+        shown = "; ".join(f"{_clip(r)} (x{n})" for r, n in reasons.most_common(5))
+        more = f"; and {len(reasons) - 5} other reasons" if len(reasons) > 5 else ""
+        return f"{sum(reasons.values())} trials failed, {len(reasons)} distinct reason(s): {shown}{more}"
+
+
+class StudyFailed(ScalingError):
+    """Every trial of a study failed: nothing to export or fit."""
+
+
+def check_not_all_failed(spec: StudySpec, report: RunReport) -> None:
+    """StudyFailed (one line, with the reasons) when no trial of the study completed."""
+    if report.all_failed:
+        raise StudyFailed(f"study {spec.name}: every trial failed, none completed: {report.failure_summary()} "
+                          f"(`scaling study status {spec.path}` lists them; --retry-failed after a fix)")
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 def cpu_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def max_workers() -> int:
+    """More worker processes than this only thrash (and a typo like 2000 would fork that many)."""
+    return 4 * cpu_threads()
+
+
+def spec_configs(spec: StudySpec) -> list[RunConfig]:
+    """One RunConfig per cell: what the preflight checks (they differ only in what it reads once)."""
+    return [spec.run_config(cell, spec.decay_bounds(cell)[0], spec.seeds[0]) for cell in spec.cells()]
 
 
 def default_workers() -> int:
@@ -52,7 +94,7 @@ def default_workers() -> int:
 def run_study(spec: StudySpec, storage: str | None = None, workers: int | None = None, n_trials: int | None = None,
               trial_fn: TrialFn | None = None, progress: bool = True, threads: int | None = None,
               retry_failed: bool = False, batch_models: int | None = None,
-              batch_fn: Unit | None = None) -> RunReport:
+              batch_fn: Unit | None = None, allow_changed_spec: bool = False) -> RunReport:
     """Run (or resume, or join) the study described by `spec`.
 
     storage: any SQLAlchemy URL; default the spec's (a SQLite file under results/<name>/).
@@ -64,6 +106,8 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
     retry_failed: queue again final failures other than divergence (after fixing a bug).
     batch_models: trials of one cell each worker trains together (overrides the spec's).
     batch_fn: [RunConfig] -> [metrics dict] for batches; default `run_pipeline_batched`.
+    allow_changed_spec: run a spec edited under the same name; the old trials become stale
+        (kept in the storage, not counted or exported; `scaling.study.plan.ensure_planned`).
     """
     if workers is None:
         workers = default_workers()
@@ -80,12 +124,24 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
         if spec.decay.is_grid:
             raise ConfigError(f"{spec.path}: n_trials: a grid runs each planned trial once; "
                               "expected no --n-trials for a decay grid")
-        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-            raise ConfigError(f"n_trials: expected a positive integer, got {n_trials!r}")
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or not 1 <= n_trials <= MAX_N_TRIALS:
+            raise ConfigError(f"n_trials: expected a positive integer <= {MAX_N_TRIALS}, got {n_trials!r}")
+    with stop_signals_as_interrupt():
+        return _run_study(spec, storage, workers, n_trials, trial_fn, progress, threads, retry_failed, batch_fn,
+                          allow_changed_spec)
+
+
+def _run_study(spec: StudySpec, storage: str | None, workers: int, n_trials: int | None, trial_fn: TrialFn | None,
+               progress: bool, threads: int | None, retry_failed: bool, batch_fn: Unit | None,
+               allow_changed_spec: bool) -> RunReport:
+    if workers > max_workers():
+        raise ConfigError(f"workers: expected at most {max_workers()} on this machine (4 per CPU thread), got {workers}")
+    if trial_fn is None and batch_fn is None:
+        check_inputs(spec_configs(spec))  # a missing corpus or broken task file: now, not once per trial
     url = storage or spec.storage_url
     store = open_storage(url, spec.worker)
     enqueued = ensure_planned(spec, store, n_trials=n_trials, retry_failed=retry_failed,
-                              log=lambda msg: print(msg, file=sys.stderr))
+                              log=lambda msg: print(msg, file=sys.stderr), allow_changed_spec=allow_changed_spec)
     store.engine.dispose()  # spawned workers open their own connections
     results = _run_workers(spec, url, workers, trial_fn, progress, threads, batch_fn)
     # Adaptive refinement (scaling.study.refine): each round is decided from the finished trials,
@@ -119,9 +175,28 @@ def _run_workers(spec: StudySpec, url: str, workers: int, trial_fn: TrialFn | No
 
 def _worker_main(spec: StudySpec, url: str, index: int, trial_fn: TrialFn | None, progress: bool,
                  threads: int, batch_fn: Unit | None = None) -> None:
-    result = run_worker(spec, url, index=index, trial_fn=trial_fn, progress=progress, threads=threads,
-                        batch_fn=batch_fn)
+    _die_with_parent()
+    with stop_signals_as_interrupt():
+        result = run_worker(spec, url, index=index, trial_fn=trial_fn, progress=progress, threads=threads,
+                            batch_fn=batch_fn)
     sys.exit(130 if result.interrupted else 0)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the process that started it dies (even by SIGKILL), so no
+    orphan trains on; the worker then re-queues its trial as for Ctrl-C."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl: stop now
+        sys.exit(130)
 
 
 def _run_processes(spec: StudySpec, url: str, workers: int, trial_fn: TrialFn | None, progress: bool,
@@ -135,21 +210,24 @@ def _run_processes(spec: StudySpec, url: str, workers: int, trial_fn: TrialFn | 
     try:
         for p in procs:
             p.join()
-    except KeyboardInterrupt:
-        # A terminal Ctrl-C reached the workers too; a signal sent to this process alone did
-        # not, so pass it on (workers ignore a second SIGINT while they re-queue their trial).
+    except KeyboardInterrupt as exc:
+        # A terminal Ctrl-C (or a SIGTERM/SIGHUP to the process group) reached the workers too; a
+        # signal sent to this process alone did not, so pass it on (workers ignore a second one
+        # while they re-queue their trials, and so does this process while it waits for them).
         interrupted = True
-        for p in procs:
-            if p.is_alive() and p.pid is not None:
-                try:
-                    os.kill(p.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.terminate()
-                p.join()
+        forward = getattr(signal, str(exc), signal.SIGINT) if str(exc).startswith("SIG") else signal.SIGINT
+        with stop_signals_ignored():
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    try:
+                        os.kill(p.pid, forward)
+                    except ProcessLookupError:
+                        pass
+            for p in procs:
+                p.join(timeout=60)
+                if p.is_alive():
+                    p.terminate()
+                    p.join()
     codes = tuple(p.exitcode if p.exitcode is not None else -1 for p in procs)
     interrupted = interrupted or any(c == 130 for c in codes)
     for i, code in enumerate(codes):

@@ -18,11 +18,12 @@ from typing import Any
 from scaling.errors import ConfigError
 from scaling.study.spec_model import (DEFAULT_PLASTICITY, PER_SIZE_KEYS, PLASTICITY, SAMPLERS, Budget, Cell,
                                       DecaySearch, RefineSettings, SizeSpec, StudySpec, WorkerSettings)
-from scaling.study.training import RunConfig, ladder_sizes, shape_keys
+from scaling.study.training import MAX_SEED, RunConfig, ladder_sizes, shape_keys, trained_tokens
 from scaling.study.values import is_finite_number
 
 TOP_KEYS = ("name", "description", "sizes", "budgets", "decay", "seeds", "tasks", "storage",
             *PER_SIZE_KEYS, "run", "worker", "batch_models", "cooldown_branches", "plasticity", "refine")
+MAX_N_TRIALS = 100_000  # per cell; planning enqueues every one
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -65,6 +66,8 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> StudySpec:
     budgets = _parse_budgets(v, data)
     decay = _parse_decay(v, data)
     seeds = tuple(v.int_list(data, "seeds", low=0, default=[0]))
+    if max(seeds) > MAX_SEED:
+        v.fail("seeds", f"integers <= {MAX_SEED} (32-bit seeds)", max(seeds))
     tasks = None
     if "tasks" in data:
         tasks = tuple(v.str_list(data, "tasks"))
@@ -77,7 +80,9 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> StudySpec:
     run = _parse_run(v, data)
     storage = v.get(data, "storage", str, "an SQLAlchemy URL such as sqlite:///path.db", default=None)
     if storage is not None and "://" not in storage:
-        v.fail("storage", "an SQLAlchemy URL such as sqlite:///path.db", storage)
+        from scaling.study.storage import safe_url  # only here: loading a spec imports no SQLAlchemy
+
+        v.fail("storage", "an SQLAlchemy URL such as sqlite:///path.db", safe_url(storage))
     worker = _parse_worker(v, data)
     batch_models = v.get(data, "batch_models", int, "a positive integer (trials trained together)",
                          default=1, low=1)
@@ -94,6 +99,7 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> StudySpec:
                      description=description, batch_models=batch_models, cooldown_branches=cooldown_branches,
                      plasticity=plasticity, refine=refine)
     _check_run_configs(v, spec, data)
+    _check_distinct_budgets(v, spec)
     if cooldown_branches:
         _check_cooldown_branches(v, spec)
     return spec
@@ -120,6 +126,26 @@ def _check_cooldown_branches(v: "_Validator", spec: StudySpec) -> None:
             v.fail("cooldown_branches", "warmup_frac = 0 in [run] (then every branch equals its full run; "
                    "one shared warmup would bias larger budgets, see docs/studies.md)",
                    f"warmup_frac = {configs[0].warmup_frac:g}")
+
+
+def _check_distinct_budgets(v: "_Validator", spec: StudySpec) -> None:
+    """Two budgets of one size that train the same number of tokens after the trainer's rounding
+    to whole optimizer steps (or that share a cell name) would be one cell twice: refuse them."""
+    key = f"budgets.{spec.budgets[0].kind}"
+    for size in spec.sizes:
+        seen: dict[object, Budget] = {}
+        for budget in spec.budgets:
+            cell = Cell(size, budget)
+            config = spec.run_config(cell, spec.decay_bounds(cell)[0], spec.seeds[0])
+            tokens = trained_tokens(config)
+            for mark, what in ((("tokens", tokens), f"{tokens:,} tokens (whole steps of {config.batch_tokens:,} "
+                                f"tokens) for size {size.name}"), (("label", budget.label), f"the cell name "
+                                f"{size.name}@{budget.label}")):
+                if mark in seen:
+                    other = seen[mark]
+                    raise ConfigError(f"{v.path}: {key}: entries {_exact(other.value)} and {_exact(budget.value)} both round to "
+                                      f"{what}; expected distinct budgets")
+                seen[mark] = budget
 
 
 def _parse_sizes(v: "_Validator", data: dict[str, Any]) -> tuple[SizeSpec, ...]:
@@ -199,6 +225,8 @@ def _parse_decay(v: "_Validator", data: dict[str, Any]) -> DecaySearch:
     if sampler not in SAMPLERS:
         v.fail("decay.sampler", "one of " + ", ".join(SAMPLERS), sampler)
     n_trials = v.get(table, "n_trials", int, "a positive integer", prefix="decay", low=1)
+    if n_trials > MAX_N_TRIALS:
+        v.fail("decay.n_trials", f"at most {MAX_N_TRIALS:,} trials per cell", n_trials)
     return DecaySearch(low=float(low), high=float(high), log=log, sampler=sampler, n_trials=n_trials)
 
 
@@ -427,6 +455,11 @@ def _bound(low: float | None, strict: bool) -> str:
 
 def _in_range(x: Any, low: float | None, strict: bool) -> bool:
     return is_finite_number(x) and (low is None or x > low or (not strict and x == low))
+
+
+def _exact(x: float) -> str:
+    """A number as short as it prints without losing its value (1, 1.0000001)."""
+    return f"{x:g}" if float(f"{x:g}") == x else repr(x)
 
 
 def _join(prefix: str, key: str) -> str:

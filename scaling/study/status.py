@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from scaling.study.identity import current
 from scaling.study.plan import by_plan_key, open_cell_study
 from scaling.study.spec import StudySpec
 from scaling.study.storage import open_storage, safe_url, sqlite_file_missing
@@ -55,6 +56,7 @@ class CellStatus:
     pareto: tuple[TrialSummary, ...] = ()
     started: bool = True
     refinement: int = 0  # trials added by adaptive refinement (scaling.study.refine), beside `planned`
+    fail_reasons: tuple[str, ...] = ()  # the reason of each final failure
 
     @property
     def finished(self) -> bool:
@@ -102,31 +104,32 @@ class StudyStatus:
 
 
 def cell_status(spec: StudySpec, study: optuna.Study, cell_name: str, planned: int) -> CellStatus:
-    trials = study.get_trials(deepcopy=False)
+    trials = current(study.get_trials(deepcopy=False), study.user_attrs)  # not those of an edited spec
     groups = by_plan_key(trials)
     counts = {TrialState.COMPLETE: 0, TrialState.RUNNING: 0, TrialState.WAITING: 0, TrialState.FAIL: 0}
     refinement = sum(1 for attempts in groups.values() if attempts[-1].user_attrs.get("refine") is not None)
     retried = 0
-    failures = []
+    failures, reasons = [], []
     for attempts in groups.values():
         last = attempts[-1]
         counts[last.state] = counts.get(last.state, 0) + 1
         retried += sum(1 for t in attempts[:-1] if t.state == TrialState.FAIL)
         if last.state == TrialState.FAIL:
             reason = last.user_attrs.get("fail_reason", "no heartbeat from its worker (killed?), retries used up")
+            reasons.append(reason)
             failures.append(f"decay={_g(last.params.get('decay'))} seed={last.user_attrs.get('seed')}: {reason}")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best_loss = min(complete, key=lambda t: t.values[0], default=None)
     plastic_sign = -1 if spec.objectives[1][1] == "maximize" else 1
     best_ft = min(complete, key=lambda t: plastic_sign * t.values[1], default=None)
-    pareto = sorted((TrialSummary.of(t) for t in study.best_trials), key=lambda s: (s.decay or 0.0, s.number)) \
-        if complete else ()
+    pareto = sorted((TrialSummary.of(t) for t in _pareto(complete, study.directions)),
+                    key=lambda s: (s.decay or 0.0, s.number))
     return CellStatus(
         cell=cell_name, study_name=study.study_name, planned=max(planned, len(groups) - refinement),
         refinement=refinement,
         complete=counts[TrialState.COMPLETE], running=counts[TrialState.RUNNING],
         waiting=counts[TrialState.WAITING], failed=counts[TrialState.FAIL], retried=retried,
-        failures=tuple(failures),
+        failures=tuple(failures), fail_reasons=tuple(reasons),
         best_val_loss=TrialSummary.of(best_loss) if best_loss else None,
         best_ft_score=TrialSummary.of(best_ft) if best_ft else None,
         pareto=tuple(pareto))
@@ -151,6 +154,16 @@ def study_status(spec: StudySpec, storage: str | None = None) -> StudyStatus:
     if store is not None:
         store.engine.dispose()
     return StudyStatus(spec.name, safe_url(url), tuple(cells), spec.objectives[1][0])
+
+
+def _pareto(complete: list[FrozenTrial], directions: list[optuna.study.StudyDirection]) -> list[FrozenTrial]:
+    """The current trials no other beats on every objective (Study.best_trials would include stale ones)."""
+    signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in directions]
+
+    def beats(a: FrozenTrial, b: FrozenTrial) -> bool:
+        pairs = [(s * x, s * y) for s, x, y in zip(signs, a.values, b.values)]
+        return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+    return [t for t in complete if not any(beats(o, t) for o in complete)]
 
 
 def _g(x: float | None) -> str:

@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import sqlite3
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from scaling.errors import ConfigError
-from scaling.study.spec import WorkerSettings
+from scaling.study.spec_model import WorkerSettings
 
 T = TypeVar("T")
 SQLITE_TIMEOUT_S = 60
@@ -244,17 +245,42 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _process_space() -> str:
+    """This host and pid namespace: where a lock owner's pid can be checked with kill(pid, 0)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def _owner_dead(owner: dict) -> bool:
+    """True only when the owner ran in this process space and its pid is gone."""
+    if owner.get("space") != _process_space() or not isinstance(owner.get("pid"), int):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
 @contextlib.contextmanager
-def storage_lock(storage: optuna.storages.BaseStorage, name: str, stale_after_s: float = 300.0,
+def storage_lock(storage: optuna.storages.BaseStorage, name: str, stale_after_s: float = 30.0,
                  poll_s: float = 0.2, log: Callable[[str], None] | None = None) -> Iterator[None]:
     """A mutex over any Optuna storage, shared by every machine using it.
 
     Study names are unique in every storage, so creating the study `name` succeeds for exactly
-    one caller; it holds the lock until it deletes that study. A lock older than
-    `stale_after_s` (its holder died while holding it) is broken by deleting it by id, so two
+    one caller; it holds the lock until it deletes that study. The holder records who it is
+    (host, pid namespace, pid) and beats a counter every `stale_after_s` / 6 s. A waiter breaks
+    the lock at once when its holder ran on the same host and namespace and that pid is gone (a
+    crash during planning), and otherwise when the counter has not moved for `stale_after_s` by
+    the waiter's own clock (machines' clocks may disagree). The lock is deleted by id, so two
     waiters breaking the same stale lock cannot delete a fresh one. Hold it for seconds only.
     """
-    first_seen: dict[int, float] = {}
+    seen: dict[int, tuple[object, float]] = {}  # lock id -> (last beat seen, when it changed)
     while True:
         try:
             study_id = retry_storage(lambda: storage.create_new_study(
@@ -264,22 +290,43 @@ def storage_lock(storage: optuna.storages.BaseStorage, name: str, stale_after_s:
             pass
         try:
             held_id = storage.get_study_id_from_name(name)
-            owner = storage.get_study_user_attrs(held_id).get("owner", "?")
+            attrs = storage.get_study_user_attrs(held_id)
         except KeyError:  # released meanwhile
             continue
-        # Judge staleness by this process's own clock: machines' clocks may disagree.
-        if held_id not in first_seen:
-            first_seen[held_id] = time.monotonic()
+        owner = attrs.get("holder") if isinstance(attrs.get("holder"), dict) else {}
+        beat = attrs.get("beat")
+        if held_id not in seen and log is not None:
+            log(f"waiting for lock {name} held by {attrs.get('owner', 'an unknown process')}")
+        if held_id not in seen or seen[held_id][0] != beat:
+            seen[held_id] = (beat, time.monotonic())
+        dead = _owner_dead(owner)
+        if dead or time.monotonic() - seen[held_id][1] > stale_after_s:
             if log is not None:
-                log(f"waiting for lock {name} held by {owner}")
-        elif time.monotonic() - first_seen[held_id] > stale_after_s:
+                why = "its process is gone" if dead else f"no sign of life for {stale_after_s:g} s"
+                log(f"breaking lock {name} held by {attrs.get('owner', 'an unknown process')}: {why}")
             with contextlib.suppress(KeyError, optuna.exceptions.StorageInternalError):
                 storage.delete_study(held_id)
             continue
         time.sleep(poll_s)
+    stop = threading.Event()
+    beater = threading.Thread(target=_beat, args=(storage, study_id, max(0.05, stale_after_s / 6), stop),
+                              daemon=True, name=f"lock-{name}")
     try:
         storage.set_study_user_attr(study_id, "owner", owner_id())
+        storage.set_study_user_attr(study_id, "holder", {"space": _process_space(), "pid": os.getpid()})
+        beater.start()
         yield
     finally:
+        stop.set()
+        if beater.is_alive():
+            beater.join(timeout=5)
         with contextlib.suppress(KeyError):
             retry_storage(lambda: storage.delete_study(study_id))
+
+
+def _beat(storage: optuna.storages.BaseStorage, study_id: int, every: float, stop: threading.Event) -> None:
+    count = 0
+    while not stop.wait(every):
+        count += 1
+        with contextlib.suppress(Exception):  # the lock was broken, or a storage hiccup: the next beat retries
+            storage.set_study_user_attr(study_id, "beat", count)

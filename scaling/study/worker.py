@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ import optuna
 from optuna.trial import TrialState
 
 from scaling.study.claim import Held, claim_across, claim_some, heartbeats
+from scaling.study.identity import IDENTITY, current, trial_identity
 from scaling.study.plan import by_plan_key, requeue
 from scaling.study.provenance import provenance
 from scaling.study.sampler import make_sampler, suggest_decay
@@ -83,6 +86,10 @@ class Worker:
             self.groups = [[self.studies[c.name] for c in spec.cells() if c.size == size] for size in spec.sizes]
         else:
             self.groups = [[study] for study in self.studies.values()]
+        # The identity planning gave each cell (checked against this spec just before workers start):
+        # trials a later, edited spec plans are not this worker's to run.
+        self.identities: dict[str, str | None] = {
+            study.study_name: retry_storage(lambda s=study: s.user_attrs).get(IDENTITY) for study in self.studies.values()}
         self.poll_s = poll_s if poll_s is not None else min(2.0, spec.worker.heartbeat_interval / 2)
         self.info = provenance()
         self.result = WorkerResult(index)
@@ -115,18 +122,23 @@ class Worker:
             for study in group:
                 retry_storage(lambda: optuna.storages.fail_stale_trials(study))
             if self.spec.cooldown_branches:
-                held = claim_across(self.storage, group, k)
+                held = claim_across(self.storage, group, k, self.identities)
             else:
-                held = claim_some(self.storage, group[0], k)
+                held = claim_some(self.storage, group[0], k, self.identities[group[0].study_name])
             if held:
                 return held
         return []
 
     def _anything_running(self) -> bool:
-        return any(
-            retry_storage(lambda s=s: s.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
-            for s in self.studies.values()
-        )
+        """Whether a trial of this spec's version still waits or runs (it may come back to us)."""
+        for s in self.studies.values():
+            live = retry_storage(lambda s=s: s.get_trials(deepcopy=False,
+                                                          states=(TrialState.RUNNING, TrialState.WAITING)))
+            attrs = s.user_attrs if live else {}
+            mine = self.identities[s.study_name]
+            if any(mine is None or trial_identity(t, attrs) == mine for t in live):
+                return True
+        return False
 
     # -- a unit ----------------------------------------------------------------------------------
 
@@ -147,10 +159,10 @@ class Worker:
                         pending.remove(h)
                 if prepared:
                     self._train(prepared, pending)
-        except KeyboardInterrupt:
-            with _sigint_ignored():  # a second Ctrl-C must not cut the clean-up short
+        except KeyboardInterrupt as exc:
+            with stop_signals_ignored():  # a second Ctrl-C (or SIGTERM) must not cut the clean-up short
                 for h in pending:
-                    self._fail(h, "interrupted", "interrupted by the user (Ctrl-C)", retry="free")
+                    self._fail(h, "interrupted", f"interrupted by {exc or 'the user (Ctrl-C)'}", retry="free")
             raise
         except Exception as exc:  # bookkeeping around the unit failed (a storage hiccup)
             for h in pending:
@@ -243,14 +255,17 @@ class Worker:
             return
         total = done = 0
         for study in self.studies.values():
-            for trials in by_plan_key(study.get_trials(deepcopy=False)).values():
+            for trials in by_plan_key(current(study.get_trials(deepcopy=False), study.user_attrs)).values():
                 total += 1
                 done += trials[-1].state in (TrialState.COMPLETE, TrialState.FAIL)
-        if self.bar.total != total:
-            self.bar.total = total
-        self.bar.n = done
-        self.bar.set_postfix_str(f"mine {self.result.ran}", refresh=False)
-        self.bar.refresh()
+        self.bar.show(done, total, self.result.ran)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def timescales(config: RunConfig, metrics: Metrics) -> Metrics:
@@ -270,16 +285,29 @@ def timescales(config: RunConfig, metrics: Metrics) -> Metrics:
 
 
 @contextlib.contextmanager
-def _sigint_ignored():
+def stop_signals_as_interrupt():
+    """SIGTERM and SIGHUP (kill, a closed terminal, a batch system's stop) raise KeyboardInterrupt
+    like Ctrl-C, so they stop a worker the same way: its trials re-queued, nothing orphaned."""
+    yield from _handling(signal.SIGTERM, signal.SIGHUP, handler=_raise_interrupt)
+
+
+@contextlib.contextmanager
+def stop_signals_ignored():
+    """No SIGINT, SIGTERM or SIGHUP while the block runs (the clean-up after the first one)."""
+    yield from _handling(*STOP_SIGNALS, handler=signal.SIG_IGN)
+
+
+def _handling(*signums: int, handler):
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to protect
+        previous = {s: signal.signal(s, handler) for s in signums}
+    except ValueError:  # not the main thread: signals are not ours to handle
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _reason(exc: BaseException) -> str:
@@ -287,12 +315,81 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")
 
 
-def _make_bar(index: int, progress: bool):
+PROGRESS_ENV = "SCALING_PROGRESS_EVERY"  # seconds between plain progress lines (default 30)
+
+
+class _Bar:
+    """A tqdm bar per worker, for a terminal."""
+
+    def __init__(self, index: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=f"worker {index}", position=index, unit="trial", dynamic_ncols=True, leave=True)
+
+    def show(self, done: int, total: int, mine: int) -> None:
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.set_postfix_str(f"mine {mine}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _Lines:
+    """Plain progress lines for a log file: one whole line at most every `every` s, also while a
+    long trial trains (from a daemon thread, with the counts as of the last trial), and a last one."""
+
+    def __init__(self, index: int, every: float):
+        self.index, self.every = index, every
+        self.start = time.monotonic()
+        self.last = -math.inf  # the first state is shown at once
+        self.state: tuple[int, int, int] | None = None
+        self.first_done: int | None = None
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.ticker = threading.Thread(target=self._tick, daemon=True, name=f"progress-{index}")
+        self.ticker.start()
+
+    def show(self, done: int, total: int, mine: int) -> None:
+        with self.lock:
+            self.state = (done, total, mine)
+            if self.first_done is None:
+                self.first_done = done
+            if time.monotonic() - self.last >= self.every:
+                self._print()
+
+    def close(self) -> None:
+        self.stop.set()
+        with self.lock:
+            if self.state is not None:
+                self._print()
+
+    def _tick(self) -> None:
+        while not self.stop.wait(max(self.every, 1.0)):
+            with self.lock:
+                if self.state is not None and time.monotonic() - self.last >= self.every:
+                    self._print()
+
+    def _print(self) -> None:
+        assert self.state is not None and self.first_done is not None
+        done, total, mine = self.state
+        self.last = time.monotonic()
+        minutes = (self.last - self.start) / 60
+        rate = (done - self.first_done) / minutes if minutes > 0 else 0.0
+        sys.stderr.write(f"worker {self.index}: {done}/{total} trials finished, {mine} run by this worker, "
+                         f"{rate:.2g} trials/min\n")
+        sys.stderr.flush()
+
+
+def _make_bar(index: int, progress: bool) -> _Bar | _Lines | None:
+    """Bars on a terminal, plain periodic lines otherwise (no escape codes in log files)."""
     if not progress:
         return None
-    from tqdm import tqdm
-
-    return tqdm(desc=f"worker {index}", position=index, unit="trial", dynamic_ncols=True, leave=True)
+    if sys.stderr.isatty():
+        return _Bar(index)
+    return _Lines(index, float(os.environ.get(PROGRESS_ENV, "30")))
 
 
 def run_worker(spec: StudySpec, storage_url: str, index: int = 0, trial_fn: TrialFn | None = None,
