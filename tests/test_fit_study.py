@@ -118,6 +118,12 @@ def test_explicit_objectives_win_and_name_the_plasticity_objective(trials):
     assert any("the plasticity objective (the claims, decay_plastic_opt) is ft_nll" in w for w in both.warnings)
 
 
+def test_a_plasticity_nll_table_without_nll_values_falls_back_to_ft_score_and_says_so(trials):
+    fit = fit_study(as_nll_study(trials[trials["tpp"] == 20.0]).assign(ft_nll=np.nan), n_bootstrap=0)
+    assert fit.plasticity == "ft_score" and [o for o, _ in fit.objectives] == ["val_loss", "ft_score"]
+    assert "the table's plasticity objective ft_nll has no values in the table; fitted ft_score instead" in fit.warnings
+
+
 def test_a_table_mixing_plasticity_choices_is_a_data_error(trials):
     mixed = as_nll_study(trials).assign(plasticity=["nll", "score"] * (len(trials) // 2))
     with pytest.raises(DataError, match="mixed.csv: column 'plasticity': one objective per table"):

@@ -316,10 +316,11 @@ def _objectives(table: pd.DataFrame, objectives, source: str) -> tuple[list[tupl
     else:
         out = [("val_loss", "min")] if "val_loss" in table.columns else []
         plasticity = chosen
-        if chosen not in table.columns:
-            other = next((c for c in ("ft_nll", "ft_score") if c != chosen and c in table.columns), None)
+        if not _has_values(table, chosen):
+            other = next((c for c in ("ft_nll", "ft_score") if c != chosen and _has_values(table, c)), None)
             if other is not None:
-                notes.append(f"the table's plasticity objective {chosen} is not in the table; fitted {other} instead")
+                notes.append(f"the table's plasticity objective {chosen} has no values in the table; fitted {other} "
+                             "instead")  # fmt: skip
                 plasticity, chosen_direction = other, "min" if other == "ft_nll" else "max"
         if plasticity in table.columns:
             out.append((plasticity, chosen_direction))
@@ -335,6 +336,10 @@ def _objectives(table: pd.DataFrame, objectives, source: str) -> tuple[list[tupl
         table[col] = values.astype(float)
         _check_objective(table, col, source)
     return out, plasticity, notes
+
+
+def _has_values(table: pd.DataFrame, col: str) -> bool:
+    return col in table.columns and bool(np.isfinite(pd.to_numeric(table[col], errors="coerce")).any())
 
 
 def _check_objective(table: pd.DataFrame, col: str, source: str) -> None:

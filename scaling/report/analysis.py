@@ -84,13 +84,13 @@ def objectives_in(trials: pd.DataFrame) -> list[tuple[str, str]]:
         plastic = plasticity_objective(trials)
     except ScalingError:  # a table mixing choices: fit_study reports it
         plastic = ("ft_score", "max")
-    if plastic[0] not in trials.columns:
-        plastic = next(((c, d) for c, d in (("ft_nll", "min"), ("ft_score", "max")) if c in trials.columns), plastic)
-    out = []
-    for col, direction in (("val_loss", "min"), plastic):
-        if col in trials.columns and np.isfinite(pd.to_numeric(trials[col], errors="coerce")).any():
-            out.append((col, direction))
-    return out
+    if not _has_values(trials, plastic[0]):
+        plastic = next(((c, d) for c, d in (("ft_nll", "min"), ("ft_score", "max")) if _has_values(trials, c)), plastic)
+    return [(col, direction) for col, direction in (("val_loss", "min"), plastic) if _has_values(trials, col)]
+
+
+def _has_values(trials: pd.DataFrame, col: str) -> bool:
+    return col in trials.columns and bool(np.isfinite(pd.to_numeric(trials[col], errors="coerce")).any())
 
 
 def choose_next_budget(trials: pd.DataFrame, factor: float = NEXT_BUDGET_FACTOR) -> NextBudget:
