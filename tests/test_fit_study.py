@@ -118,6 +118,19 @@ def test_explicit_objectives_win_and_name_the_plasticity_objective(trials):
     assert any("the plasticity objective (the claims, decay_plastic_opt) is ft_nll" in w for w in both.warnings)
 
 
+def test_simulated_ft_nll_is_minimised_and_its_intervals_hold_the_plasticity_truth():
+    """ft_nll with its own noise (simulate_trials(plasticity="nll")): its per-cell optima, found as
+    minima, cover the true plasticity decay* about as often as their 90% level says."""
+    from scaling.fit.optima import cell_estimates
+
+    df, cells = simulate_trials(rng=5, seeds=3, plasticity="nll")
+    assert set(df["plasticity"]) == {"nll"} and df["ft_nll"].notna().all()
+    est = cell_estimates(df, {"ft_nll": "min"}, n_bootstrap=60, seed=0)
+    true = dict(zip(cells["cell"], np.exp(cells["log_decay_plastic_opt"])))
+    hits = [o.low <= true[o.cell] <= o.high for o in est.optima["ft_nll"]]
+    assert len(hits) == 12 and sum(hits) >= 10, hits
+
+
 def test_a_plasticity_nll_table_without_nll_values_falls_back_to_ft_score_and_says_so(trials):
     fit = fit_study(as_nll_study(trials[trials["tpp"] == 20.0]).assign(ft_nll=np.nan), n_bootstrap=0)
     assert fit.plasticity == "ft_score" and [o for o, _ in fit.objectives] == ["val_loss", "ft_score"]
