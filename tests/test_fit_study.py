@@ -44,6 +44,7 @@ def test_fit_study_fits_every_estimand_law_and_claim(study, trials):
     assert study.claim("optima_fall_with_tpp").verdict == "supports"
     assert study.lr == 6e-3 and study.batch_tokens == 2048.0
     assert {obj for obj, _, _ in study.noise} == {"val_loss", "ft_score"}
+    assert study.plasticity == "ft_score"  # no `plasticity` column: the old tables' objective
 
 
 def test_to_dict_is_json_with_the_documented_keys(study):
@@ -55,6 +56,7 @@ def test_to_dict_is_json_with_the_documented_keys(study):
     for key in ("kind", "decay_opt", "low", "high", "decay_tol", "tol_kind", "tol_low", "tol_high", "delta",
                 "interval_basis", "evidence", "n_seeds"):  # fmt: skip
         assert key in cell
+    assert out["plasticity"] == "ft_score"
     law = out["laws"]["val_loss"]
     assert set(law["coefficients"]) == {"c", "a", "b"} and "held_out_mean_abs_log_error" in law
     claim = out["claims"][0]
@@ -83,6 +85,62 @@ def test_deltas_can_be_set_per_objective(trials):
     fit = fit_study(trials, n_bootstrap=0, deltas={"val_loss": 0.05})
     assert {o.delta for o in fit.optima_for("val_loss")} == {0.05}
     assert {o.delta for o in fit.optima_for("ft_score")} == {0.01}
+
+
+def as_nll_study(trials: pd.DataFrame) -> pd.DataFrame:
+    """The same study with the spec's `plasticity = "nll"`: ft_nll (lower is better) mirrors
+    ft_score, so its optima must be ft_score's, found as minima."""
+    return trials.assign(ft_nll=2.0 - trials["ft_score"], plasticity="nll")
+
+
+def test_a_plasticity_nll_table_fits_ft_nll_as_the_minimised_plasticity_objective(study, trials):
+    fit = fit_study(as_nll_study(trials), n_bootstrap=60, source="sim.csv")
+    assert fit.objectives == (("val_loss", "min"), ("ft_nll", "min")) and fit.plasticity == "ft_nll"
+    for by_score, by_nll in zip(study.optima_for("ft_score"), fit.optima_for("ft_nll"), strict=True):
+        assert (by_nll.cell, by_nll.kind, by_nll.direction) == (by_score.cell, by_score.kind, "min")
+        assert by_nll.decay_opt == pytest.approx(by_score.decay_opt, rel=1e-6)
+    delta = fit.claim("plastic_above_loss")
+    assert "plasticity objective ft_nll" in delta.statement and delta.verdict == "supports"
+    assert delta.pooled[0].value == pytest.approx(study.claim("plastic_above_loss").pooled[0].value, rel=1e-6)
+    assert [r.label for r in fit.claim("optima_fall_with_tpp").pooled] == ["val_loss pooled slope",
+                                                                           "ft_nll pooled slope"]  # fmt: skip
+    out = json.loads(json.dumps(fit.to_dict(), allow_nan=False))
+    assert out["plasticity"] == "ft_nll" and out["objectives"] == {"val_loss": "min", "ft_nll": "min"}
+    assert "Plasticity objective: ft_nll (held-out NLL after fine-tuning, lower is better)" in fit.summary()
+
+
+def test_explicit_objectives_win_and_name_the_plasticity_objective(trials):
+    nll = as_nll_study(trials[trials["tpp"] == 20.0])
+    chosen = fit_study(nll, objectives={"val_loss": "min", "ft_score": "max"}, n_bootstrap=0)
+    assert chosen.plasticity == "ft_score" and [o for o, _ in chosen.objectives] == ["val_loss", "ft_score"]
+    both = fit_study(nll, objectives={"val_loss": "min", "ft_score": "max", "ft_nll": "min"}, n_bootstrap=0)
+    assert both.plasticity == "ft_nll"  # the table's choice among several
+    assert any("the plasticity objective (the claims, decay_plastic_opt) is ft_nll" in w for w in both.warnings)
+
+
+def test_simulated_ft_nll_is_minimised_and_its_intervals_hold_the_plasticity_truth():
+    """ft_nll with its own noise (simulate_trials(plasticity="nll")): its per-cell optima, found as
+    minima, cover the true plasticity decay* about as often as their 90% level says."""
+    from scaling.fit.optima import cell_estimates
+
+    df, cells = simulate_trials(rng=5, seeds=3, plasticity="nll")
+    assert set(df["plasticity"]) == {"nll"} and df["ft_nll"].notna().all()
+    est = cell_estimates(df, {"ft_nll": "min"}, n_bootstrap=60, seed=0)
+    true = dict(zip(cells["cell"], np.exp(cells["log_decay_plastic_opt"])))
+    hits = [o.low <= true[o.cell] <= o.high for o in est.optima["ft_nll"]]
+    assert len(hits) == 12 and sum(hits) >= 10, hits
+
+
+def test_a_plasticity_nll_table_without_nll_values_falls_back_to_ft_score_and_says_so(trials):
+    fit = fit_study(as_nll_study(trials[trials["tpp"] == 20.0]).assign(ft_nll=np.nan), n_bootstrap=0)
+    assert fit.plasticity == "ft_score" and [o for o, _ in fit.objectives] == ["val_loss", "ft_score"]
+    assert "the table's plasticity objective ft_nll has no values in the table; fitted ft_score instead" in fit.warnings
+
+
+def test_a_table_mixing_plasticity_choices_is_a_data_error(trials):
+    mixed = as_nll_study(trials).assign(plasticity=["nll", "score"] * (len(trials) // 2))
+    with pytest.raises(DataError, match="mixed.csv: column 'plasticity': one objective per table"):
+        fit_study(mixed, n_bootstrap=0, source="mixed.csv")
 
 
 # ------------------------------------------------------------------------- bad input (API)

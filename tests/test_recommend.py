@@ -89,6 +89,20 @@ def test_the_real_quickstart_answers_for_a_half_billion_model_at_20_tpp():
     json.dumps(rec.to_dict(), allow_nan=False)
 
 
+def test_a_plasticity_nll_study_recommends_the_ft_nll_optimum(trials, fit):
+    """ft_nll mirrors ft_score (lower is better): decay_plastic_opt is its minimum, the same decay."""
+    nll_fit = fit_study(trials.assign(ft_nll=2.0 - trials["ft_score"], plasticity="nll"), n_bootstrap=60)
+    rec = recommend(fit=nll_fit, n_params=4e5, n_tokens=8e6)
+    by_score = recommend(fit=fit, n_params=4e5, n_tokens=8e6).decay_plastic_opt
+    assert rec.plasticity == "ft_nll" and rec.decay_plastic_opt.objective == "ft_nll"
+    assert rec.decay_plastic_opt.value == pytest.approx(by_score.value, rel=1e-6)
+    assert "plasticity objective: ft_nll (held-out NLL after fine-tuning, lower is better)" in rec.summary()
+    assert "plasticity (ft_nll)" in rec.summary()
+    out = json.loads(json.dumps(rec.to_dict(), allow_nan=False))
+    assert out["plasticity_objective"] == {"column": "ft_nll",
+                                           "meaning": "ft_nll (held-out NLL after fine-tuning, lower is better)"}
+
+
 def test_bad_budgets_and_recipes_are_config_errors(fit):
     with pytest.raises(ConfigError):
         recommend(fit=fit, n_params=1e6)
@@ -131,6 +145,7 @@ def test_cli_json_has_value_low_high_and_the_recipe(trials_csv, capsys):
         assert {"value", "low", "high", "estimand", "carried_by"} <= set(out[key])
         assert out[key]["low"] < out[key]["value"] < out[key]["high"]
     assert out["recipe"] == {"lr": 3e-3, "batch_tokens": 4096}
+    assert out["plasticity_objective"]["column"] == "ft_score"  # no plasticity column: as before
     assert out["extrapolation"]["lr_factor"] == pytest.approx(0.5) and out["extrapolation"]["batch_factor"] == 2.0
 
 

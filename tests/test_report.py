@@ -22,7 +22,7 @@ from scaling.fit.table import human
 from scaling.report import build_report, render_tables, write_report
 from scaling.report.analysis import fit_for_report
 from scaling.report.data import StudyTables, check_trials, load_study
-from scaling.report.page import render
+from scaling.report.page import render, sections
 from scaling.report.summary import decay_ratios, summarise
 
 DECAYS = (0.0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -187,6 +187,37 @@ def test_unbracketed_optimum_is_a_caveat_and_drawn_hollow():
     caveats = " ".join(report.summary.caveats)
     assert "ft_score optimum in 20k@20tpp is censored: decay* above the largest decay searched (0.3)" in caveats
     assert "star-open" in report.html
+
+
+def test_a_plasticity_nll_study_reports_ft_nll_as_the_plasticity_objective():
+    """ft_nll mirrors ft_score (lower is better): the same optima, now named and drawn as ft_nll."""
+    trials, _ = synthetic_study(sizes=(2e4, 6e4), tpps=(10.0, 40.0), tasks=("arithmetic",))
+    nll = trials.assign(ft_nll=2.0 - trials["ft_score"], ft_nll_gain=trials["ft_gain"], plasticity="nll")
+    by_score = fit_for_report(check_trials(trials), n_bootstrap=0)
+    tables = StudyTables(trials=check_trials(nll))
+    rfit = fit_for_report(tables.trials, n_bootstrap=0)
+    assert (rfit.plasticity, rfit.plasticity_direction) == ("ft_nll", "min") and by_score.plasticity == "ft_score"
+    assert rfit.recommendation.decay_plastic_opt.objective == "ft_nll"
+    pd.testing.assert_frame_equal(decay_ratios(rfit), decay_ratios(by_score))
+
+    report = render(tables, rfit)
+    assert "<th>plasticity-optimal decay* (ft_nll) [90%]</th>" in report.html
+    findings = " ".join(report.summary.findings)
+    assert "plasticity objective ft_nll" in findings and "changes ft_nll by -" in findings
+    assert "ft_score" not in " ".join(report.summary.recommendation)
+    drawn = {s.id: s for s in sections(tables, rfit)}
+    finetune = drawn["finetune-vs-decay"].figure
+    assert [a.text for a in finetune.layout.annotations] == ["ft_nll @ 10 TPP", "ft_nll @ 40 TPP",
+                                                             "ft_nll_gain @ 10 TPP", "ft_nll_gain @ 40 TPP"]  # fmt: skip
+    assert any(t.name and t.name.startswith("plasticity-optimal decay*") for t in finetune.data)  # its stars
+    pareto = drawn["pareto"].figure
+    assert pareto.layout.yaxis.title.text == "ft_nll (lower is better)"
+    best = next(t for t in pareto.data if t.name == "plasticity-optimal trial")  # the lowest ft_nll of the cell
+    first = nll[nll["cell"] == tables.cells[0]]
+    assert best.y[0] == pytest.approx(first["ft_nll"].min())
+    assert "ft_nll" in drawn["pareto"].caption and "lowest fine-tuned held-out NLL" in drawn["pareto"].caption
+    laws = drawn["decay-laws"].figure
+    assert any(t.name == "plasticity-optimal decay* per cell" for t in laws.data)
 
 
 def test_one_cell_without_fine_tuning_renders_what_it_can(degraded_folder):

@@ -55,7 +55,8 @@ def add_table_arguments(p: argparse.ArgumentParser) -> None:
                    help="use table column COLUMN as NAME (n_params, n_tokens, compute, tpp, decay, val_loss, ...); "
                         "repeatable")  # fmt: skip
     p.add_argument("--objective", action="append", default=[], metavar="COLUMN:min|max",
-                   help="fit this objective (default: val_loss:min and ft_score:max, those present); repeatable")
+                   help="fit this objective (default: val_loss:min and the table's plasticity objective, ft_nll:min "
+                        "or ft_score:max, those present); repeatable")
     p.add_argument("--bootstrap", type=int, default=None, metavar="K",
                    help="bootstrap resamples for every interval (default 200; a surface-only fit: 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")

@@ -5,6 +5,8 @@
 2. "Both optima fall as TPP grows": per objective, the slope of ln decay* against ln TPP between
    cells of one N at neighbouring TPPs, per pair and pooled (mean over pairs).
 
+decay* is each objective's own optimum (the minimum of val_loss or ft_nll, the maximum of
+ft_score), so the claims hold for either plasticity objective unchanged.
 The draws of both objectives come from the same resampled trials (scaling.fit.optima), so a
 cell's delta keeps the pairing. A draw beyond the grid is clipped to the grid's edge, so a row
 with a censored optimum is a bound, flagged `censored`; pooled values use only rows whose point
@@ -88,8 +90,11 @@ def verdict(low: float, high: float, sign: float) -> str:
     return UNSURE
 
 
-def plastic_above_loss(loss: Sequence[CellOptimum], plastic: Sequence[CellOptimum], level: float = 0.9) -> Claim:
-    """Claim 1, per cell present in both objectives and pooled over cells with both optima interior."""
+def plastic_above_loss(loss: Sequence[CellOptimum], plastic: Sequence[CellOptimum], level: float = 0.9,
+                       objective: str | None = None) -> Claim:
+    """Claim 1, per cell present in both objectives and pooled over cells with both optima interior.
+    objective: the plasticity objective's column, named in the statement (default: plastic's own)."""
+    objective = objective or next((o.objective for o in plastic), "plasticity")
     by_cell = {o.cell: o for o in plastic}
     rows, pooled_points, pooled_draws = [], [], []
     for lo in loss:
@@ -104,7 +109,7 @@ def plastic_above_loss(loss: Sequence[CellOptimum], plastic: Sequence[CellOptimu
             pooled_draws.append(pl_draws - lo_draws)
     pooled, note = _pool("pooled delta", pooled_points, pooled_draws, level, +1.0, "cells with both optima interior")
     return Claim("plastic_above_loss", "Claim 'plasticity wants more decay than base loss' "
-                 "(delta = ln decay*_plastic - ln decay*_loss > 0)", tuple(rows), (pooled,), pooled.verdict, level,
+                 f"(delta = ln decay*_plastic - ln decay*_loss > 0; plasticity objective {objective})", tuple(rows), (pooled,), pooled.verdict, level,
                  note)  # fmt: skip
 
 

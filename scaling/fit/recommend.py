@@ -5,7 +5,8 @@
     rec.decay_loss_opt.value, rec.decay_plastic_opt.low, rec.label, rec.summary()
 
 For a budget (N, D) and a target recipe (peak lr, batch tokens B; default the study's) this gives
-`decay_loss_opt` (minimising base val_loss) and `decay_plastic_opt` (maximising ft_score), each
+`decay_loss_opt` (minimising base val_loss) and `decay_plastic_opt` (the optimum of the fit's
+plasticity objective `fit.plasticity`: ft_nll minimised or ft_score maximised), each
 {value, low, high} at `level`, from the first of these the study supports:
 
 1. estimand "optimum", the decay* law (censored likelihood, scaling.fit.laws). When the recipe
@@ -37,9 +38,8 @@ from scaling.fit.text import json_number
 from scaling.fit.backtest import Backtest
 from scaling.fit.laws import DecayLaw
 from scaling.fit.studyfit import StudyFit, fit_study
-from scaling.fit.table import human
+from scaling.fit.table import describe_objective, human
 
-OBJECTIVES = {"decay_loss_opt": "val_loss", "decay_plastic_opt": "ft_score"}
 MAX_FACTOR = 1e6  # refuse budgets more than this factor outside the study's N or D range
 
 
@@ -105,6 +105,7 @@ class Recommendation:
     backtests: tuple[Backtest, ...]
     label: str  # "backtested" when every choice was backtested, else "guess"
     warnings: tuple[str, ...]
+    plasticity: str | None = None  # the plasticity objective decay_plastic_opt optimises (fit.plasticity)
 
     def to_dict(self) -> dict:
         loss_opt, plastic = self.decay_loss_opt, self.decay_plastic_opt
@@ -112,6 +113,8 @@ class Recommendation:
             "budget": {"n_params": self.n_params, "n_tokens": self.n_tokens, "tpp": self.tpp, "compute": json_number(self.compute),
                        "allocation": self.allocation},
             "recipe": {"lr": json_number(self.lr), "batch_tokens": json_number(self.batch_tokens)},
+            "plasticity_objective": ({"column": self.plasticity, "meaning": describe_objective(self.plasticity)}
+                                     if self.plasticity else None),
             "decay_loss_opt": loss_opt.to_dict() if loss_opt else None,
             "decay_plastic_opt": plastic.to_dict() if plastic else None,
             "expected_val_loss": {
@@ -174,9 +177,9 @@ def recommend(
     choices: dict[str, DecayChoice | None] = {}
     backtests = []
     taus: list[float] = []
-    for key, objective in OBJECTIVES.items():
-        if objective not in dict(fit.objectives):
-            warnings.append(f"{key}: no {objective} column in this study")
+    for key, objective in objectives_of(fit).items():
+        if objective is None or objective not in dict(fit.objectives):
+            warnings.append(f"{key}: no {objective or 'plasticity objective'} was fitted in this study")
             choices[key] = None
             continue
         bt = fit.backtest(objective)
@@ -187,7 +190,8 @@ def recommend(
         if tau is not None:
             taus.append(tau)
     if not any(choices.values()):
-        raise FitError(f"{fit.source}: neither val_loss nor ft_score was fitted; nothing to recommend")
+        raise FitError(f"{fit.source}: neither val_loss nor a plasticity objective ({fit.plasticity or 'none'}) "
+                       "was fitted; nothing to recommend")
 
     curvature = _loss_curvature(fit)
     base = _finite(fit.surface.predict(n, d)) if fit.surface is not None else None
@@ -211,8 +215,14 @@ def recommend(
         batch_tokens=target_b, decay_loss_opt=choices["decay_loss_opt"], decay_plastic_opt=choices["decay_plastic_opt"],
         loss_cost=loss_cost, loss_model=loss_model, extrapolation=extrapolation, backtests=tuple(backtests),
         label="backtested" if labels and all(lb == "backtested" for lb in labels) else "guess",
-        warnings=tuple(dict.fromkeys(warnings)),
+        warnings=tuple(dict.fromkeys(warnings)), plasticity=fit.plasticity,
     )  # fmt: skip
+
+
+def objectives_of(fit: StudyFit) -> dict[str, str | None]:
+    """{choice: objective column}: decay_loss_opt minimises val_loss, decay_plastic_opt optimises
+    the fit's plasticity objective (ft_nll or ft_score, in its own direction)."""
+    return {"decay_loss_opt": "val_loss", "decay_plastic_opt": fit.plasticity}
 
 
 def _close(a: float, b: float) -> bool:
@@ -409,6 +419,8 @@ def _summary(rec: Recommendation) -> str:
     head = (f"Recommendation for N = {human(rec.n_params)}, D = {human(rec.n_tokens)} "
             f"(TPP {text.fmt(rec.tpp, 3)}, C = 6ND = {text.fmt(rec.compute, 3)} FLOP)")  # fmt: skip
     lines = [head]
+    if rec.plasticity:
+        lines.append(f"  plasticity objective: {describe_objective(rec.plasticity)}")
     if rec.allocation != "given":
         lines.append(f"  N and D: {rec.allocation}")
     rows = []

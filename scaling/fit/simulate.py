@@ -5,6 +5,7 @@ Per cell (N, D) and objective X, in u = ln tau, tau = B / (lr * decay * D) (deca
     g_X(u) = pull_X (q/p) e^(-p (u - u*)) - pull_X e^(-q (u - u*)),   p > q > 0
     val_loss = E + A N^-alpha + B D^-beta + g_L(u) + seed_L + noise_L
     ft_score = s(N, D)                   - g_F(u) + seed_F + noise_F
+    ft_nll   = h(N, D)                   + g_F(u) + seed_N + noise_N   (only with plasticity="nll")
 
 a plateau at tau = inf, a shallow optimum `depth` below it at u* = ln tau*, and a wall like
 tau^-p at small tau, as measured (issues 11 and 12). p / q is not 2, so the fitted response
@@ -12,7 +13,8 @@ family (scaling.fit.response, which has p = 2 q) never contains the truth exactl
 follows a known law, ln tau* = c_X + m_X ln TPP + dev(cell), dev ~ Normal(0, cell_sd) (the part
 of a cell's optimum no law explains), so ln decay* = ln(B / lr) - ln D - ln tau* follows
 c + m ln N - (1 + m) ln D exactly. A seed's effect is shared by all decays of its cell; noise is
-per trial. Each cell searches its own tau grid (the study's grid times a random factor), so some
+per trial. ft_nll (a minimised plasticity objective, the spec's `plasticity = "nll"`) shares
+ft_score's optimum but has its own seed effects and noise. Each cell searches its own tau grid (the study's grid times a random factor), so some
 optima fall outside it (censored).
 """
 
@@ -61,6 +63,8 @@ class Truth:
     score_noise: float = 0.03  # per-trial sd of ft_score (measured)
     loss_seed_sd: float = 0.024  # a seed's main effect on val_loss, shared across a cell's decays (measured)
     score_seed_sd: float = 0.02  # the same for ft_score (not measured; assumed)
+    nll_noise: float = 0.04  # per-trial sd of ft_nll (assumed; issue 12 measured seed sds 0.037-0.093)
+    nll_seed_sd: float = 0.02  # a seed's main effect on ft_nll (assumed)
     grid_shift_sd: float = 0.7  # sd of the ln factor each cell's tau grid is shifted by
     lr: float = 6e-3
     batch_tokens: float = 2048.0
@@ -98,10 +102,16 @@ def simulate_trials(
     seeds: int = 3,
     rng: np.random.Generator | int = 0,
     delta: float = 0.01,
+    plasticity: str = "score",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, cells): a trials table and each cell's truth per objective: ln decay*, ln tau*, and
-    decay_tol (largest searched-range decay within `delta` of the best; 0 if only decay 0)."""
+    decay_tol (largest searched-range decay within `delta` of the best; 0 if only decay 0).
+    plasticity "nll" adds trials.csv's `plasticity` column ("nll") and an ft_nll column whose
+    optimum is the plasticity truth (log_decay_plastic_opt); "score" gives the table as before."""
+    if plasticity not in ("score", "nll"):
+        raise ValueError(f"plasticity must be 'score' or 'nll', got {plasticity!r}")
     rng = np.random.default_rng(rng)
+    nll_rng = np.random.default_rng(rng.integers(2**63)) if plasticity == "nll" else None
     rows, cells = [], []
     number = 0
     for n in n_params:
@@ -127,6 +137,9 @@ def simulate_trials(
             skill = float(np.clip(0.25 + 0.04 * math.log(n / 1e4) + 0.02 * math.log(r), 0.05, 0.9))
             seed_l = rng.normal(0.0, truth.loss_seed_sd, seeds)
             seed_f = rng.normal(0.0, truth.score_seed_sd, seeds)
+            if nll_rng is not None:
+                nll_base = float(np.clip(1.2 - 0.08 * math.log(n / 1e4) - 0.03 * math.log(r), 0.2, 3.0))
+                seed_n = nll_rng.normal(0.0, truth.nll_seed_sd, seeds)
             for tau in cell_taus:
                 decay = truth.batch_tokens / (truth.lr * tau * d) if math.isfinite(tau) else 0.0
                 u = math.log(tau) if math.isfinite(tau) else math.inf
@@ -140,6 +153,10 @@ def simulate_trials(
                         "batch_tokens": truth.batch_tokens, "tau": tau, "seed": s, "val_loss": val,
                         "ft_score": score,
                     })  # fmt: skip
+                    if nll_rng is not None:
+                        rows[-1]["plasticity"] = "nll"
+                        rows[-1]["ft_nll"] = nll_base + float(truth.plastic.g(u, u_opt["ft_score"])) + seed_n[s] + \
+                            nll_rng.normal(0, truth.nll_noise)
                     number += 1
     return pd.DataFrame(rows), pd.DataFrame(cells)
 

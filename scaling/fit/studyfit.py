@@ -11,6 +11,9 @@ fits.json (schema "scaling.fits/2"; every NaN or infinity is written as null):
     E, A, B, alpha, beta        the surface parameters again at the top level (only if fitted)
     surface: null | {formula, params, ci, se, ...}
     objectives: {column: "min" | "max"}
+    plasticity: null | column          the plasticity objective (claims, decay_plastic_opt): the table's
+                                       `plasticity` choice ("nll" -> ft_nll, "score" -> ft_score; ft_score
+                                       without the column), or the non-val_loss objective the user named
     noise: {objective: {sd, df}}       pooled per-trial residual sd the intervals were drawn at
     optima: [{cell, n_params, n_tokens, tpp, objective, direction, kind ("interior" |
         "censored_below" | "censored_above"), decay_opt, low, high, log_sd, decay_tol, tol_kind,
@@ -48,7 +51,7 @@ from scaling.fit.claims import Claim, optima_fall_with_tpp, plastic_above_loss
 from scaling.fit.laws import DecayLaw, fit_decay_law
 from scaling.fit.optima import CellOptimum, cell_estimates
 from scaling.fit.surface import LossSurface, fit_loss_surface
-from scaling.fit.table import DEFAULT_OBJECTIVES, apply_columns, human, plain, prepare_table
+from scaling.fit.table import apply_columns, describe_objective, human, plain, plasticity_objective, prepare_table
 
 SCHEMA = "scaling.fits/2"
 
@@ -78,6 +81,12 @@ class StudyFit:
     skipped: tuple[tuple[str, str], ...] = ()
     lr: float = math.nan  # the study's (median) peak lr and batch tokens
     batch_tokens: float = math.nan
+    plasticity: str | None = None  # the plasticity objective's column (ft_nll, ft_score, ...), None if none
+
+    @property
+    def plasticity_direction(self) -> str | None:
+        """"min" or "max" for the plasticity objective, None if it was not fitted."""
+        return dict(self.objectives).get(self.plasticity) if self.plasticity else None
 
     def law(self, objective: str) -> DecayLaw | None:
         return next((law for law in self.laws if law.objective == objective), None)
@@ -116,6 +125,7 @@ class StudyFit:
             out.update(self.surface.to_dict()["params"])
         out["surface"] = self.surface.to_dict() if self.surface is not None else None
         out["objectives"] = dict(self.objectives)
+        out["plasticity"] = self.plasticity
         out["noise"] = {obj: {"sd": sd, "df": df} for obj, sd, df in self.noise}
         out["optima"] = [o.to_dict() for o in self.optima]
         out["laws"] = {obj: _maybe(self.law(obj)) for obj, _ in self.objectives}
@@ -149,7 +159,10 @@ def fit_study(
     """Fit everything the table supports.
 
     columns: {design name: table column} for foreign tables. objectives: {column: "min"|"max"};
-    default val_loss (min) and ft_score (max), those present. n_bootstrap: resamples for every
+    default val_loss (min) and the table's plasticity objective (`plasticity_objective`: ft_nll
+    (min) or ft_score (max)), those present. With explicit objectives the plasticity objective is
+    the one besides val_loss, or if there are several, the table's choice, ft_score or ft_nll
+    (a warning says which). n_bootstrap: resamples for every
     interval (per-cell optima and loss surface). level: prediction / per-cell interval coverage;
     ci_level: coefficient and surface-parameter confidence level. drop_highest_loss: leave out
     the k highest-loss points before the surface fit (Epoch AI drop 5 of Chinchilla's).
@@ -159,7 +172,7 @@ def fit_study(
     """
     mapped = apply_columns(df, columns, source) if isinstance(df, pd.DataFrame) else df
     if isinstance(mapped, pd.DataFrame) and "decay" not in mapped.columns:
-        study_like = [c for c in ("ft_score", "seed", "lr", *(objectives or {})) if c in mapped.columns]
+        study_like = [c for c in ("ft_score", "ft_nll", "seed", "lr", *(objectives or {})) if c in mapped.columns]
         if study_like:
             raise DataError(
                 f"{source}: missing column 'decay' (the table has {study_like[0]!r}, so it looks like a study); "
@@ -168,10 +181,10 @@ def fit_study(
         return _surface_only(mapped, source, n_bootstrap, seed, ci_level, drop_highest_loss)
 
     table = prepare_table(mapped, source=source, require=("n_params", "n_tokens", "decay"))
-    wanted = _objectives(table, objectives, source)
+    wanted, plasticity, notes = _objectives(table, objectives, source)
     settings = (("n_bootstrap", n_bootstrap), ("seed", seed), ("level", level), ("ci_level", ci_level),
                 ("law_form", law_form), ("deltas", dict(deltas or {})))  # fmt: skip
-    warnings: list[str] = []
+    warnings: list[str] = list(notes)
     present = {}
     for objective, direction in wanted:
         if np.isfinite(table[objective].to_numpy(dtype=float)).any():
@@ -233,10 +246,11 @@ def fit_study(
 
     claims = []
     by_objective = {obj: est.optima[obj] for obj, _ in fitted}
-    if "val_loss" in by_objective and "ft_score" in by_objective:
-        claims.append(plastic_above_loss(by_objective["val_loss"], by_objective["ft_score"], level))
-    if len(set(np.round(table["tpp"], 6))) > 1:
-        claims.append(optima_fall_with_tpp(by_objective, level))
+    if "val_loss" in by_objective and plasticity in by_objective:
+        claims.append(plastic_above_loss(by_objective["val_loss"], by_objective[plasticity], level, plasticity))
+    pair = {obj: by_objective[obj] for obj in ("val_loss", plasticity) if obj in by_objective}
+    if pair and len(set(np.round(table["tpp"], 6))) > 1:
+        claims.append(optima_fall_with_tpp(pair, level))
 
     surface = None
     if "val_loss" in dict(fitted):
@@ -264,6 +278,7 @@ def fit_study(
         skipped=est.skipped,
         lr=_median(table, "lr"),
         batch_tokens=_median(table, "batch_tokens"),
+        plasticity=plasticity,
     )
 
 
@@ -275,7 +290,13 @@ def _median(table: pd.DataFrame, col: str) -> float:
     return float(np.median(values)) if values.size else math.nan
 
 
-def _objectives(table: pd.DataFrame, objectives, source: str) -> list[tuple[str, str]]:
+def _objectives(table: pd.DataFrame, objectives, source: str) -> tuple[list[tuple[str, str]], str | None, list[str]]:
+    """(objectives to fit, the plasticity objective's column or None, notes for the warnings)."""
+    try:
+        chosen, chosen_direction = plasticity_objective(table)
+    except DataError as exc:
+        raise DataError(f"{source}: {exc}") from None
+    notes: list[str] = []
     if objectives:
         out = []
         for col, direction in objectives.items():
@@ -284,11 +305,28 @@ def _objectives(table: pd.DataFrame, objectives, source: str) -> list[tuple[str,
             if direction not in ("min", "max"):
                 raise DataError(f"{source}: objective {col!r}: direction must be 'min' or 'max', got {direction!r}")
             out.append((col, direction))
+        others = [col for col, _ in out if col != "val_loss"]
+        if len(others) == 1:
+            plasticity = others[0]
+        else:
+            plasticity = next((c for c in (chosen, "ft_score", "ft_nll") if c in others), None)
+            if len(others) > 1:
+                notes.append(f"{len(others)} objectives besides val_loss ({', '.join(others)}): the plasticity objective "
+                             f"(the claims, decay_plastic_opt) is {plasticity or 'none of them'}")  # fmt: skip
     else:
-        out = [(c, d) for c, d in DEFAULT_OBJECTIVES.items() if c in table.columns]
+        out = [("val_loss", "min")] if "val_loss" in table.columns else []
+        plasticity = chosen
+        if not _has_values(table, chosen):
+            other = next((c for c in ("ft_nll", "ft_score") if c != chosen and _has_values(table, c)), None)
+            if other is not None:
+                notes.append(f"the table's plasticity objective {chosen} has no values in the table; fitted {other} "
+                             "instead")  # fmt: skip
+                plasticity, chosen_direction = other, "min" if other == "ft_nll" else "max"
+        if plasticity in table.columns:
+            out.append((plasticity, chosen_direction))
         if not out:
             raise DataError(
-                f"{source}: no objective column: expected val_loss and/or ft_score "
+                f"{source}: no objective column: expected val_loss and/or a plasticity objective ({chosen}) "
                 "(or name one with --objective COLUMN:min|max)"
             )
     for col, _ in out:
@@ -297,7 +335,11 @@ def _objectives(table: pd.DataFrame, objectives, source: str) -> list[tuple[str,
             raise DataError(f"{source}: objective column {col!r} must be numeric")
         table[col] = values.astype(float)
         _check_objective(table, col, source)
-    return out
+    return out, plasticity, notes
+
+
+def _has_values(table: pd.DataFrame, col: str) -> bool:
+    return col in table.columns and bool(np.isfinite(pd.to_numeric(table[col], errors="coerce")).any())
 
 
 def _check_objective(table: pd.DataFrame, col: str, source: str) -> None:
@@ -381,6 +423,8 @@ def _summary(fit: StudyFit) -> str:
     if fit.surface is not None:
         out += ["", _surface_text(fit.surface)]
     if fit.mode == "study":
+        if fit.plasticity:
+            out += ["", f"Plasticity objective: {describe_objective(fit.plasticity)}"]
         if fit.noise:
             out += ["", "Noise (pooled residual sd per trial, the intervals' basis): " + "; ".join(
                 f"{obj} {sd:.3g} ({df} df)" for obj, sd, df in fit.noise)]  # fmt: skip

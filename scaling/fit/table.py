@@ -42,6 +42,23 @@ def plasticity_objective(table: pd.DataFrame) -> tuple[str, str]:
     if len(chosen) > 1:
         raise DataError(f"column 'plasticity': one objective per table, got {', '.join(map(str, chosen))}")
     return PLASTICITY_OBJECTIVES.get(str(chosen[0]) if len(chosen) else "score", PLASTICITY_OBJECTIVES["score"])
+
+
+# What a plasticity objective measures, for output that names it.
+OBJECTIVE_MEANINGS: dict[str, str] = {
+    "ft_nll": "held-out NLL after fine-tuning, lower is better",
+    "ft_score": "mean task score after fine-tuning, higher is better",
+}
+
+
+def describe_objective(column: str) -> str:
+    """'ft_nll (held-out NLL after fine-tuning, lower is better)'; other columns by their direction."""
+    if column in OBJECTIVE_MEANINGS:
+        return f"{column} ({OBJECTIVE_MEANINGS[column]})"
+    direction = direction_of(column)
+    return f"{column} ({'lower' if direction == 'min' else 'higher'} is better)" if direction else column
+
+
 # Names a --col mapping may target (design.md section 2, plus the table's bookkeeping columns);
 # `ft_<task>_before` / `ft_<task>_after` and any --objective column are accepted too.
 COLUMN_NAMES = (

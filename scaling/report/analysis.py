@@ -14,7 +14,7 @@ import pandas as pd
 
 from scaling.errors import ScalingError
 from scaling.fit import CellOptimum, DecayLaw, StudyFit, cell_optima, fit_study
-from scaling.fit.table import DEFAULT_OBJECTIVES, human
+from scaling.fit.table import direction_of, human, plasticity_objective
 from scaling.fit.recommend import Recommendation, recommend
 
 NEXT_BUDGET_FACTOR = 4.0  # "next budget" = this many times the largest N, at the same TPP
@@ -49,6 +49,16 @@ class ReportFit:
     next_budget: NextBudget | None
     recommendation: Recommendation | None
     level: float = LEVEL
+    plasticity: str | None = None  # the plasticity objective (fit.plasticity): ft_nll or ft_score
+
+    @property
+    def plasticity_direction(self) -> str | None:
+        """"min" (ft_nll: lower is better) or "max" (ft_score), None without a plasticity objective."""
+        if self.plasticity is None:
+            return None
+        if self.fit is not None and self.fit.plasticity == self.plasticity:
+            return self.fit.plasticity_direction or direction_of(self.plasticity)
+        return direction_of(self.plasticity)
 
     def optima_for(self, objective: str) -> tuple[CellOptimum, ...]:
         return tuple(o for o in self.optima if o.objective == objective)
@@ -68,12 +78,19 @@ class ReportFit:
 
 
 def objectives_in(trials: pd.DataFrame) -> list[tuple[str, str]]:
-    """The default objectives (val_loss min, ft_score max) that have finite values."""
-    out = []
-    for col, direction in DEFAULT_OBJECTIVES.items():
-        if col in trials.columns and np.isfinite(pd.to_numeric(trials[col], errors="coerce")).any():
-            out.append((col, direction))
-    return out
+    """fit_study's default objectives that have finite values: val_loss (min) and the table's
+    plasticity objective (ft_nll min or ft_score max; the other one if the chosen column is absent)."""
+    try:
+        plastic = plasticity_objective(trials)
+    except ScalingError:  # a table mixing choices: fit_study reports it
+        plastic = ("ft_score", "max")
+    if not _has_values(trials, plastic[0]):
+        plastic = next(((c, d) for c, d in (("ft_nll", "min"), ("ft_score", "max")) if _has_values(trials, c)), plastic)
+    return [(col, direction) for col, direction in (("val_loss", "min"), plastic) if _has_values(trials, col)]
+
+
+def _has_values(trials: pd.DataFrame, col: str) -> bool:
+    return col in trials.columns and bool(np.isfinite(pd.to_numeric(trials[col], errors="coerce")).any())
 
 
 def choose_next_budget(trials: pd.DataFrame, factor: float = NEXT_BUDGET_FACTOR) -> NextBudget:
@@ -106,9 +123,10 @@ def fit_for_report(
         except ScalingError as exc:
             problems.append(str(exc))
     if fit is not None and fit.mode == "study":
-        optima = fit.optima
+        optima, plasticity = fit.optima, fit.plasticity
     else:
         optima = _optima_alone(trials, n_bootstrap, seed, level, problems)
+        plasticity = next((c for c, _ in objectives_in(trials) if c != "val_loss"), None)
     budget = choose_next_budget(trials, next_factor)
     rec = None
     if fit is not None and fit.mode == "study":
@@ -117,7 +135,7 @@ def fit_for_report(
         except ScalingError as exc:
             problems.append(f"no recommendation: {exc}")
     return ReportFit(fit=fit, optima=tuple(optima), problems=tuple(problems), next_budget=budget,
-                     recommendation=rec, level=level)  # fmt: skip
+                     recommendation=rec, level=level, plasticity=plasticity)  # fmt: skip
 
 
 def _optima_alone(trials, n_bootstrap, seed, level, problems: list[str]) -> list[CellOptimum]:

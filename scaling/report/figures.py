@@ -36,6 +36,8 @@ LABELS = {
     "train_loss": "train_loss (nats/token)",
     "ft_score": "ft_score (mean over tasks)",
     "ft_gain": "ft_gain (after - before)",
+    "ft_nll": "ft_nll (held-out NLL after fine-tuning)",
+    "ft_nll_gain": "ft_nll_gain (NLL before - after)",
     "probe_acc": "probe_acc (linear probe)",
     "qk_rank": "qk_rank (effective rank of W_Q W_K^T)",
     "gap": "gap = val_loss - train_loss",
@@ -208,10 +210,18 @@ def loss_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
     return _objective_vs_decay(tables, rfit, ["val_loss"], "Base model: val_loss vs weight decay", relative=True)
 
 
+def plasticity_columns(rfit: ReportFit) -> tuple[str, str]:
+    """(objective, gain) the fine-tuning figures draw: (ft_nll, ft_nll_gain) when the fit's
+    plasticity objective is ft_nll, else (ft_score, ft_gain)."""
+    return ("ft_nll", "ft_nll_gain") if rfit.plasticity == "ft_nll" else ("ft_score", "ft_gain")
+
+
 def finetune_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
-    """ft_score and ft_gain vs decay, per token budget, one line per size; decay*_plastic marked."""
-    columns = [c for c in ("ft_score", "ft_gain") if tables.has(c)]
-    return _objective_vs_decay(tables, rfit, columns, "After fine-tuning: score and gain vs weight decay",
+    """The plasticity objective (ft_score or ft_nll) and its gain vs decay, per token budget, one
+    line per size; decay*_plastic marked."""
+    columns = [c for c in plasticity_columns(rfit) if tables.has(c)]
+    what = "held-out NLL" if columns and columns[0].startswith("ft_nll") else "score"
+    return _objective_vs_decay(tables, rfit, columns, f"After fine-tuning: {what} and gain vs weight decay",
                                relative=False)  # fmt: skip
 
 
@@ -233,10 +243,10 @@ def _objective_vs_decay(tables: StudyTables, rfit: ReportFit, columns: list[str]
             sub = trials[np.isclose(trials["tpp"], tpp)]
             _draw_metric(fig, sub, column, axis, r, c, colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
                          name_of=lambda m: size_label(float(m["n_params"].iloc[0])), shown=shown, views=views)  # fmt: skip
-            if column in OBJECTIVE_NAMES:
+            if column in ("val_loss", rfit.plasticity):
                 opts = [o for o in rfit.optima_for(column) if np.isclose(o.tpp, tpp, rtol=0.02)]
                 _draw_optima(fig, opts, axis, r, c, lambda o: colours.get(o.n_params, "black"), shown,
-                             OBJECTIVE_NAMES[column], views, best)  # fmt: skip
+                             OBJECTIVE_NAMES.get(column, "plasticity-optimal"), views, best)  # fmt: skip
             _decay_xaxis(fig, axis, r, c, "decay" if r == rows else None)
         rel = f"{column} {'above' if direction_of(column) == 'min' else 'minus'} the cell's best"
         titles[fig.get_subplot(r, 1).yaxis.plotly_name] = (LABELS.get(column, column), rel)
@@ -278,9 +288,13 @@ def tasks_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
 
 
 def pareto_fronts(tables: StudyTables, rfit: ReportFit) -> go.Figure:
-    """Per cell: every trial in (val_loss, ft_score), coloured by decay; the non-dominated front
-    (lower loss, higher score) joined; the loss-optimal and plasticity-optimal trials circled."""
+    """Per cell: every trial in (val_loss, plasticity objective: ft_score or ft_nll), coloured by
+    decay; the non-dominated front (lower loss, better plasticity) joined; the loss-optimal and
+    plasticity-optimal trials circled."""
     trials = tables.trials
+    plastic = plasticity_columns(rfit)[0]
+    lower = direction_of(plastic) == "min"
+    sign = -1.0 if lower else 1.0  # pareto_front maximises its second objective
     cells = list(tables.cells)
     axis = DecayAxis(trials["decay"])
     rows, cols = _grid(len(cells), 3)
@@ -290,29 +304,30 @@ def pareto_fronts(tables: StudyTables, rfit: ReportFit) -> go.Figure:
     for i, cell in enumerate(cells):
         r, c = _pos(i, cols)
         t = trials[(trials["cell"] == cell)]
-        t = t[np.isfinite(t["val_loss"].to_numpy(dtype=float)) & np.isfinite(t["ft_score"].to_numpy(dtype=float))]
+        t = t[np.isfinite(t["val_loss"].to_numpy(dtype=float)) & np.isfinite(t[plastic].to_numpy(dtype=float))]
         if t.empty:
             continue
-        front = t.iloc[pareto_front(t["val_loss"].to_numpy(), t["ft_score"].to_numpy())].sort_values("val_loss")
+        front = t.iloc[pareto_front(t["val_loss"].to_numpy(), sign * t[plastic].to_numpy())].sort_values("val_loss")
         fig.add_trace(go.Scatter(
-            x=front["val_loss"], y=front["ft_score"], mode="lines", name="Pareto front", legendgroup="front",
+            x=front["val_loss"], y=front[plastic], mode="lines", name="Pareto front", legendgroup="front",
             showlegend="front" not in shown, line=dict(color="#888", width=1.5, dash="dot"), hoverinfo="skip",
         ), row=r, col=c)  # fmt: skip
         shown.add("front")
         fig.add_trace(go.Scatter(
-            x=t["val_loss"], y=t["ft_score"], mode="markers", showlegend=False,
+            x=t["val_loss"], y=t[plastic], mode="markers", showlegend=False,
             marker=dict(size=8, color=axis.log10(t["decay"]), coloraxis="coloraxis", line=dict(width=0.5, color="#333")),
             customdata=np.column_stack([[axis.label(d) for d in t["decay"]], t["trial_number"]]),
             hovertemplate=f"{cell}, trial %{{customdata[1]}}<br>decay %{{customdata[0]}}<br>"
-                          "val_loss %{x:.4g}<br>ft_score %{y:.4g}<extra></extra>",
+                          f"val_loss %{{x:.4g}}<br>{plastic} %{{y:.4g}}<extra></extra>",
         ), row=r, col=c)  # fmt: skip
         # the circle is drawn larger than the diamond so both show when one trial is both optima
         for key, idx, symbol, size in (("val_loss", t["val_loss"].idxmin(), "circle-open", 24),
-                                       ("ft_score", t["ft_score"].idxmax(), "diamond-open", 15)):  # fmt: skip
+                                       (plastic, t[plastic].idxmin() if lower else t[plastic].idxmax(),
+                                        "diamond-open", 15)):  # fmt: skip
             name = f"{OBJECTIVE_NAMES[key]} trial"
             p = t.loc[idx]
             fig.add_trace(go.Scatter(
-                x=[p["val_loss"]], y=[p["ft_score"]], mode="markers", name=name, legendgroup=name,
+                x=[p["val_loss"]], y=[p[plastic]], mode="markers", name=name, legendgroup=name,
                 showlegend=name not in shown,
                 marker=dict(symbol=symbol, size=size, color=OBJECTIVE_COLOURS[key], line=dict(width=2.5)),
                 hovertemplate=f"{name}: decay {axis.label(p['decay'])}<extra></extra>",
@@ -320,9 +335,9 @@ def pareto_fronts(tables: StudyTables, rfit: ReportFit) -> go.Figure:
             shown.add(name)
         fig.update_xaxes(title_text="val_loss (lower is better)", row=r, col=c)
         if c == 1:
-            fig.update_yaxes(title_text="ft_score (higher is better)", row=r, col=c)
+            fig.update_yaxes(title_text=f"{plastic} ({'lower' if lower else 'higher'} is better)", row=r, col=c)
     fig.update_layout(**base_layout(
-        "Two objectives per cell: base loss vs score after fine-tuning", height=PANEL_HEIGHT * rows + 40,
+        f"Two objectives per cell: base loss vs {'held-out NLL' if lower else 'score'} after fine-tuning", height=PANEL_HEIGHT * rows + 40,
         coloraxis=dict(colorscale=DECAY_SCALE, colorbar=dict(title="decay", thickness=12, **axis.colour_ticks())),
         legend=_foot_legend(), margin=dict(l=60, r=20, t=70, b=100),
     ))  # fmt: skip
@@ -347,7 +362,7 @@ def decay_laws(tables: StudyTables, rfit: ReportFit) -> go.Figure:
     trials = tables.trials
     budget = rfit.next_budget
     rec = rfit.recommendation
-    objectives = [o for o in ("val_loss", "ft_score") if rfit.optima_for(o)]
+    objectives = [o for o in ("val_loss", rfit.plasticity) if o and rfit.optima_for(o)]
     n_cells = sorted({o.n_params for o in rfit.optima})
     tpps = _tpps(trials)
     pct = f"{round(100 * rfit.level)}%"
@@ -361,8 +376,8 @@ def decay_laws(tables: StudyTables, rfit: ReportFit) -> go.Figure:
     shown: set = set()
     y_values: list[float] = []
     for objective in objectives:
-        colour = OBJECTIVE_COLOURS[objective]
-        name = OBJECTIVE_NAMES[objective]
+        colour = OBJECTIVE_COLOURS.get(objective, OBJECTIVE_COLOURS["ft_score"])
+        name = OBJECTIVE_NAMES.get(objective, "plasticity-optimal")
         law = rfit.law(objective)
         if law is not None:
             for tpp in tpps:

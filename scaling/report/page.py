@@ -18,7 +18,7 @@ from scaling.report.analysis import ReportFit
 from scaling.report.data import MECHANISMS, StudyTables
 from scaling.report.residuals import surface_residuals
 from scaling.report.snr import snr_html
-from scaling.report.summary import Summary, decay_ratios, summarise, surface_reason
+from scaling.report.summary import Summary, decay_ratios, plasticity_name, summarise, surface_reason
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
 
@@ -41,8 +41,46 @@ class RenderedReport:
     summary: Summary
 
 
+def _finetune_title(t: StudyTables, f: ReportFit) -> str:
+    if figures.plasticity_columns(f)[0] == "ft_nll":
+        return "Fine-tuned held-out NLL and its gain vs weight decay"
+    return "Fine-tuned score and fine-tuning gain vs weight decay"
+
+
+def _finetune_caption(t: StudyTables, f: ReportFit) -> str:
+    if figures.plasticity_columns(f)[0] == "ft_nll":
+        what = ("ft_nll, the study's plasticity objective, is the mean held-out NLL (nats per target token) after "
+                "fine-tuning over the study's tasks, lower is better; ft_nll_gain is the NLL before fine-tuning minus "
+                "after.")  # fmt: skip
+    else:
+        what = ("ft_score is the mean score after fine-tuning over the study's tasks; ft_gain is that score minus "
+                "the same score before fine-tuning.")  # fmt: skip
+    return (f"{what} Stars: each cell's plasticity-optimal decay* (dotted: its fitted response curve). The buttons "
+            "switch to values relative to each cell's best.")  # fmt: skip
+
+
+def _finetune_missing(t: StudyTables, f: ReportFit) -> str | None:
+    columns = figures.plasticity_columns(f)
+    return None if any(t.has(c) for c in columns) else f"no {' or '.join(columns)} column"
+
+
+def _pareto_caption(t: StudyTables, f: ReportFit) -> str:
+    plastic = figures.plasticity_columns(f)[0]
+    best = "the lowest fine-tuned held-out NLL" if plastic == "ft_nll" else "the highest fine-tuned score"
+    return (f"Every trial in (base val_loss, {plastic}), coloured by decay. The dotted line joins the trials no other "
+            "trial beats on both objectives; circled: the trial with the lowest base loss (loss-optimal) and the one "
+            f"with {best} (plasticity-optimal).")  # fmt: skip
+
+
+def _pareto_missing(t: StudyTables, f: ReportFit) -> str | None:
+    plastic = figures.plasticity_columns(f)[0]
+    return None if t.has(plastic) else f"no {plastic} column"
+
+
+Text = str | Callable[[StudyTables, ReportFit], str]  # a title or caption, or one made from the study
+
 # (id, title, caption, can draw?, figure function)
-_SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None], Callable]] = [
+_SPECS: list[tuple[str, Text, Text, Callable[[StudyTables, ReportFit], str | None], Callable]] = [
     ("loss-vs-decay", "Base loss vs weight decay",
      "Mean val_loss over trials at each decay (dots: single trials; bars: sd over seeds), one line per size, one "
      "panel per token budget, drawn relative to each cell's best mean loss so the curves' shapes can be compared "
@@ -50,21 +88,12 @@ _SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None]
      "fitted response curve (plateau, optional dip, wall; docs/fitting.md), with its interval; a hollow star is "
      "censored (decay* lies beyond the decays searched: it marks the edge, not an estimate).",
      lambda t, f: None, figures.loss_vs_decay),
-    ("finetune-vs-decay", "Fine-tuned score and fine-tuning gain vs weight decay",
-     "ft_score is the mean score after fine-tuning over the study's tasks; ft_gain is that score minus the "
-     "same score before fine-tuning. Stars: each cell's plasticity-optimal decay* (dotted: its local quadratic fit). "
-     "The buttons switch to values "
-     "relative to each cell's best.",
-     lambda t, f: None if t.has("ft_score") or t.has("ft_gain") else "no ft_score or ft_gain column",
-     figures.finetune_vs_decay),
+    ("finetune-vs-decay", _finetune_title, _finetune_caption, _finetune_missing, figures.finetune_vs_decay),
     ("tasks-vs-decay", "Per task",
      "Each task's score after fine-tuning and its gain, one line per cell (colour: size; dash: token budget).",
      lambda t, f: None if t.tasks else "no ft_<task>_after columns", figures.tasks_vs_decay),
-    ("pareto", "Two objectives: the Pareto front of each cell",
-     "Every trial in (base val_loss, ft_score), coloured by decay. The dotted line joins the trials no other "
-     "trial beats on both objectives; circled: the trial with the lowest base loss (loss-optimal) and the one "
-     "with the highest fine-tuned score (plasticity-optimal).",
-     lambda t, f: None if t.has("ft_score") else "no ft_score column", figures.pareto_fronts),
+    ("pareto", "Two objectives: the Pareto front of each cell", _pareto_caption, _pareto_missing,
+     figures.pareto_fronts),
     ("decay-laws", "How decay* moves with N and D, and the next budget",
      "Dots: per-cell decay* for each objective (hollow: censored, beyond the decays searched; bars: per-cell interval). Lines: the "
      "fitted decay laws; bands: their prediction intervals for a new cell. The shaded region is beyond the "
@@ -94,6 +123,8 @@ _SPECS: list[tuple[str, str, str, Callable[[StudyTables, ReportFit], str | None]
 def sections(tables: StudyTables, rfit: ReportFit) -> list[Section]:
     out = []
     for sid, title, caption, why_not, draw in _SPECS:
+        title = title(tables, rfit) if callable(title) else title
+        caption = caption(tables, rfit) if callable(caption) else caption
         reason = why_not(tables, rfit)
         if reason is None:
             out.append(Section(sid, title, caption, draw(tables, rfit)))
@@ -165,15 +196,16 @@ def _summary_html(s: Summary) -> str:
 def _optima_table(tables: StudyTables, rfit: ReportFit) -> str:
     if not rfit.optima:
         return ""
-    ratios = decay_ratios(rfit).set_index("cell") if rfit.optima_for("ft_score") else None
+    plastic = plasticity_name(rfit)
+    ratios = decay_ratios(rfit).set_index("cell") if rfit.optima_for(plastic) else None
     pct = f"{round(100 * rfit.level)}%"
     head = ["cell", "N", "D", "TPP", "trials", f"loss-optimal decay* [{pct}]"]
     if ratios is not None:
-        head += [f"plasticity-optimal decay* [{pct}]", "ratio"]
+        head += [f"plasticity-optimal decay* ({plastic}) [{pct}]", "ratio"]
     rows = []
     for cell in tables.cells:
         lo = rfit.optimum("val_loss", cell)
-        pl = rfit.optimum("ft_score", cell)
+        pl = rfit.optimum(plastic, cell)
         ref = lo or pl
         if ref is None:
             continue

@@ -11,8 +11,9 @@ from plotly.colors import sample_colorscale
 
 from scaling.fit.table import human
 
-OBJECTIVE_COLOURS = {"val_loss": "#1f63b4", "ft_score": "#c0392b"}
-OBJECTIVE_NAMES = {"val_loss": "loss-optimal", "ft_score": "plasticity-optimal"}
+# ft_score and ft_nll are the two plasticity objectives (a study's `plasticity` chooses one)
+OBJECTIVE_COLOURS = {"val_loss": "#1f63b4", "ft_score": "#c0392b", "ft_nll": "#c0392b"}
+OBJECTIVE_NAMES = {"val_loss": "loss-optimal", "ft_score": "plasticity-optimal", "ft_nll": "plasticity-optimal"}
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 DECAY_SCALE = "Viridis"
 FONT = dict(family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif", size=12)

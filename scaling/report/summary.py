@@ -50,12 +50,22 @@ def ratio_phrase(ratio: float, what: str) -> str:
     return f"{1 / ratio:.2g}x smaller than {what}"
 
 
+def plasticity_name(rfit: ReportFit) -> str:
+    """The plasticity objective's column: the fit's, else ft_score (the old tables' objective)."""
+    return rfit.plasticity or "ft_score"
+
+
+def what_plasticity_measures(column: str) -> str:
+    """'fine-tuned score' (ft_score), 'fine-tuned held-out NLL' (ft_nll), else the column."""
+    return {"ft_score": "fine-tuned score", "ft_nll": "fine-tuned held-out NLL"}.get(column, column)
+
+
 def decay_ratios(rfit: ReportFit) -> pd.DataFrame:
-    """Per cell with both optima: loss-optimal and plasticity-optimal decay*, their ratio, and
-    whether both are bracketed (estimates) or not (best searched values)."""
+    """Per cell with both optima: loss-optimal and plasticity-optimal decay* (the fit's plasticity
+    objective), their ratio, and whether both are bracketed (estimates) or not (best searched values)."""
     rows = []
     for lo in rfit.optima_for("val_loss"):
-        pl = rfit.optimum("ft_score", lo.cell)
+        pl = rfit.optimum(plasticity_name(rfit), lo.cell)
         if pl is None:
             continue
         ratio = pl.decay_opt / lo.decay_opt if lo.decay_opt > 0 and pl.decay_opt > 0 else math.nan
@@ -64,18 +74,20 @@ def decay_ratios(rfit: ReportFit) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tradeoff(trials: pd.DataFrame) -> pd.DataFrame:
+def tradeoff(trials: pd.DataFrame, plastic: str = "ft_score", direction: str = "max") -> pd.DataFrame:
     """Model-free price of plasticity per cell, from per-decay means: how much base loss the decay
-    with the best ft_score gives up, and how much ft_score the decay with the best loss gives up."""
+    with the best `plastic` (highest, or lowest for direction "min") gives up (loss_cost), and how
+    `plastic` changes from the decay with the best loss to that decay (plastic_change; an
+    improvement is > 0 for "max", < 0 for "min")."""
     rows = []
     for cell, t in trials.groupby("cell"):
-        m = t.groupby("decay")[["val_loss", "ft_score"]].mean().dropna()
+        m = t.groupby("decay")[["val_loss", plastic]].mean().dropna()
         if len(m) < 2:
             continue
-        at_plastic = m.loc[m["ft_score"].idxmax()]
+        at_plastic = m.loc[m[plastic].idxmin() if direction == "min" else m[plastic].idxmax()]
         at_loss = m.loc[m["val_loss"].idxmin()]
         rows.append(dict(cell=cell, loss_cost=at_plastic["val_loss"] - at_loss["val_loss"],
-                         score_gain=at_plastic["ft_score"] - at_loss["ft_score"]))  # fmt: skip
+                         plastic_change=at_plastic[plastic] - at_loss[plastic]))  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -124,20 +136,24 @@ def _findings(tables: StudyTables, rfit: ReportFit) -> list[str]:
                 f"sizes (median over {len(good)} cell{'s' if len(good) > 1 else ''}, {basis}{spread}); whether that "
                 "is more than noise is the first claim's test above."
             )
-    if tables.has("ft_score"):
-        trade = tradeoff(t)
+    plastic = plasticity_name(rfit)
+    if tables.has(plastic):
+        direction = rfit.plasticity_direction or "max"
+        trade = tradeoff(t, plastic, direction)
+        what = what_plasticity_measures(plastic)
         if not trade.empty:
-            cost, gain = float(np.median(trade["loss_cost"])), float(np.median(trade["score_gain"]))
-            if cost > 0 or gain > 0:
+            cost, change = float(np.median(trade["loss_cost"])), float(np.median(trade["plastic_change"]))
+            if cost > 0 or (change < 0 if direction == "min" else change > 0):
                 out.append(
-                    f"Choosing the decay with the best fine-tuned score instead of the one with the best base loss "
-                    f"costs {cost:+.3g} nats/token of base val_loss and changes ft_score by {gain:+.3g} "
-                    f"(medians over {len(trade)} cells, per-decay means of the trials)."
+                    f"Choosing the decay with the best {what} instead of the one with the best base loss "
+                    f"costs {cost:+.3g} nats/token of base val_loss and changes {plastic} by {change:+.3g} "
+                    f"({'lower' if direction == 'min' else 'higher'} is better; medians over {len(trade)} cells, "
+                    "per-decay means of the trials)."
                 )
             else:
                 where = "In the only cell" if len(trade) == 1 else f"In all {len(trade)} cells"
-                out.append(f"{where} the same decay gives the best base loss and the best fine-tuned score.")
-    for objective in ("val_loss", "ft_score"):
+                out.append(f"{where} the same decay gives the best base loss and the best {what}.")
+    for objective in ("val_loss", plastic):
         law = rfit.law(objective)
         if law is not None:
             out.append(_law_sentence(law))
@@ -150,7 +166,7 @@ def _count_text(seeds: pd.Series) -> str:
 
 
 def _law_sentence(law: DecayLaw) -> str:
-    name = "loss-optimal" if law.objective == "val_loss" else "plasticity-optimal"
+    name = "loss-optimal" if law.objective == "val_loss" else f"plasticity-optimal ({law.objective})"
     terms = {"ln_n": "N", "ln_d": "D", "ln_tpp": "TPP"}
     parts, words = [], []
     for c in law.coefficients:
@@ -177,7 +193,8 @@ def _recommendation(rfit: ReportFit) -> list[str]:
         return [f"No recommendation for the {budget.describe()}: no decay law could be fitted; "
                 + "; ".join(f"{c.objective}: {c.reason}" for c in chosen) + "."]  # fmt: skip
     out = [f"For the {budget.describe()}:"]
-    for name, choice in (("loss-optimal", rec.decay_loss_opt), ("plasticity-optimal", rec.decay_plastic_opt)):
+    plastic_name = f"plasticity-optimal ({rec.plasticity})" if rec.plasticity else "plasticity-optimal"
+    for name, choice in (("loss-optimal", rec.decay_loss_opt), (plastic_name, rec.decay_plastic_opt)):
         if choice is None:
             out.append(f"{name} decay: no law.")
             continue
@@ -237,9 +254,9 @@ def _caveat_groups(tables: StudyTables, rfit: ReportFit) -> list[tuple[str, list
 
 def missing_parts(tables: StudyTables, rfit: ReportFit) -> list[str]:
     out = []
-    if not tables.has("ft_score"):
-        out.append("No fine-tuning results (ft_score): the fine-tuning figures, the Pareto fronts and the "
-                   "plasticity-optimal decay are left out.")  # fmt: skip
+    if not tables.has(plasticity_name(rfit)):
+        out.append(f"No fine-tuning results ({plasticity_name(rfit)}): the fine-tuning figures, the Pareto fronts "
+                   "and the plasticity-optimal decay are left out.")  # fmt: skip
     elif not tables.tasks:
         out.append("No per-task columns (ft_<task>_after): the per-task figure is left out.")
     if not any(tables.has(c) for c in MECHANISMS):
