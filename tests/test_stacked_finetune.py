@@ -43,13 +43,22 @@ def pretrained_three(tasks=TASKS, **changes):
     return data, configs, results
 
 
-def test_stacked_finish_equals_per_model_finish(short_recipes, one_thread):
-    data, configs, results = pretrained_three()
+def test_stacked_finish_equals_per_model_finish_on_one_task(short_recipes, one_thread):
+    check_stacked_equals_per_model(("arithmetic",))
+
+
+@pytest.mark.slow
+def test_stacked_finish_equals_per_model_finish_on_every_kind_of_task(short_recipes, one_thread):
+    check_stacked_equals_per_model(TASKS)  # exact match, ranked choice, language modelling
+
+
+def check_stacked_equals_per_model(tasks):
+    data, configs, results = pretrained_three(tasks)
     device = results[0].model.embed.weight.device
     alone = [finish_pipeline(c, copy.deepcopy(r), data, device, 0.0) for c, r in zip(configs, results)]
     together = finish_stack(list(zip(configs, copy.deepcopy(results))), data, device, 0.0)
     for a, b in zip(alone, together):
-        for key in compared_metrics(TASKS):
+        for key in compared_metrics(tasks):
             assert math.isfinite(a[key]), key
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
         assert b["finish_models"] == 3
@@ -59,6 +68,7 @@ def test_stacked_finish_equals_per_model_finish(short_recipes, one_thread):
     assert len({round(a["qk_rank"], 6) for a in alone}) == 3
 
 
+@pytest.mark.slow
 def test_a_diverging_fine_tune_fails_alone(short_recipes, one_thread):
     data, configs, results = pretrained_three(tasks=("arithmetic", "source"))
     with torch.no_grad():  # model 1's head blown up: its fine-tuning loss explodes at once
