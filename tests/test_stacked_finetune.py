@@ -104,5 +104,9 @@ def test_stacked_pipeline_equals_the_single_pipeline_with_the_real_recipes(one_t
     for cfg, b in zip(configs, stacked):
         a = run_pipeline(cfg)
         for key in compared_metrics(cfg.tasks):
-            # pretraining itself differs by float rounding (stacked kernels), so a little looser
-            assert b[key] == pytest.approx(a[key], rel=2e-3, abs=2e-3), key
+            # Pretraining differs by float rounding (stacked kernels) and hundreds of fine-tuning
+            # steps carry it on: losses and NLLs agree closely, while accuracies over a few hundred
+            # held-out rows may flip a row or two whose top two choices were within rounding.
+            counted = "nll" not in key and key not in ("qk_rank", "train_loss", "val_loss", "gap")
+            tolerance = {"abs": 0.02} if counted else {"rel": 2e-3, "abs": 1e-4}
+            assert b[key] == pytest.approx(a[key], **tolerance), key

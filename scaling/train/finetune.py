@@ -29,6 +29,7 @@ from scaling.core.schedule import lr_multiplier
 from scaling.errors import DataError
 from scaling.train.loop import autocast_dtype, check_finite
 from scaling.train.model import GPT
+from scaling.train.phases import phase
 from scaling.train.single import evaluate_loss
 
 
@@ -240,8 +241,11 @@ def finetune(model: GPT, task, tokenizer, device: torch.device, seed: int = 0) -
 def finetune_and_score(base: GPT, task, tokenizer, device: torch.device, seed: int = 0) -> TaskResult:
     """Score the base model, fine-tune a copy with the task's recipe, score the copy."""
     start = time.perf_counter()
-    before, nll_before = score_and_nll(base, task, tokenizer, device)
-    model = copy.deepcopy(base)
-    steps = finetune(model, task, tokenizer, device, seed)
-    after, nll_after = score_and_nll(model, task, tokenizer, device)
+    with phase("score"):
+        before, nll_before = score_and_nll(base, task, tokenizer, device)
+    with phase("fine-tune"):
+        model = copy.deepcopy(base)
+        steps = finetune(model, task, tokenizer, device, seed)
+    with phase("score"):
+        after, nll_after = score_and_nll(model, task, tokenizer, device)
     return TaskResult(task.name, before, after, steps, time.perf_counter() - start, nll_before, nll_after)

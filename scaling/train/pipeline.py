@@ -18,6 +18,7 @@ from scaling import __version__
 from scaling.config import RunConfig
 from scaling.errors import ConfigError, TrainingDiverged
 from scaling.train.loop import PretrainResult, divergence_fields, resolve_device
+from scaling.train.phases import phase
 
 if TYPE_CHECKING:
     from scaling.data.tokens import PretrainData
@@ -98,7 +99,8 @@ def _pipeline(cfg: RunConfig, pretrain_stage: Pretrainer) -> list[tuple[Pretrain
     device = resolve_device(cfg.device)
     data = load_pretrain_data(cfg.corpus, cfg.tokenizer)
     start = time.perf_counter()
-    pretrained = pretrain_stage(data, device)
+    with phase("pretrain"):
+        pretrained = pretrain_stage(data, device)
     share = (time.perf_counter() - start) / len(pretrained)
     if len(pretrained) > 1:
         metrics = finish_stack(pretrained, data, device, share)
@@ -170,10 +172,10 @@ def _probe_and_finetune(cfg: RunConfig, result: PretrainResult, data: PretrainDa
     metrics = dict(result.metrics)
     model = result.model
 
-    metrics["qk_rank"] = qk_rank(model)
-    metrics["probe_acc"] = (
-        linear_probe(model, data.heldout_docs, data.tokenizer, device, seed=cfg.seed) if cfg.probes else float("nan")
-    )
+    with phase("probes"):
+        metrics["qk_rank"] = qk_rank(model)
+        metrics["probe_acc"] = (linear_probe(model, data.heldout_docs, data.tokenizer, device, seed=cfg.seed)
+                                if cfg.probes else float("nan"))
 
     scores = []
     for name in cfg.tasks:
@@ -210,10 +212,11 @@ def finish_stack(pretrained: Sequence[tuple[RunConfig, PretrainResult]], data: P
     if live:
         models = [pretrained[i][1].model for i in live]
         base = StackedGPT.from_models(models, device)
-        for i, rank in zip(live, stacked_qk_rank(models)):
-            extra[i]["qk_rank"] = rank
-        probe = (stacked_linear_probe(base, data.heldout_docs, data.tokenizer, seeds) if configs[0].probes
-                 else [float("nan")] * len(live))
+        with phase("probes"):
+            for i, rank in zip(live, stacked_qk_rank(models)):
+                extra[i]["qk_rank"] = rank
+            probe = (stacked_linear_probe(base, data.heldout_docs, data.tokenizer, seeds) if configs[0].probes
+                     else [float("nan")] * len(live))
         for i, acc in zip(live, probe):
             extra[i]["probe_acc"] = acc
         per_task = []

@@ -23,6 +23,7 @@ from scaling.core.schedule import lr_multiplier
 from scaling.errors import TrainingDiverged
 from scaling.train.finetune import (EncodedExamples, RowStats, _trim, encode_examples, ranked_choice_from,
                                     ranked_choice_rows, LM_SCORE_TOKENS)
+from scaling.train.phases import phase
 from scaling.train.loop import LossReadback, autocast_dtype, check_finite, readback_interval
 from scaling.train.stacked_model import StackedAdamW, StackedGPT
 
@@ -182,11 +183,14 @@ def stacked_finetune_and_score(base: StackedGPT, tasks: Sequence, seeds: Sequenc
     before, after, nll_before, nll_after = list(nan), list(nan), list(nan), list(nan)
     errors: list[TrainingDiverged | None] = [None] * k
     if rows:
-        for i, (s, nll) in zip(range(k), stacked_score_and_nll(base, tasks, tokenizer)):
-            before[i], nll_before[i] = s, nll
-        tuned, tuned_errors = stacked_finetune(base, rows, [tasks[i] for i in rows], [seeds[i] for i in rows],
-                                               tokenizer)
-        scored = stacked_score_and_nll(tuned, [tasks[i] for i in rows], tokenizer)
+        with phase("score"):
+            for i, (s, nll) in zip(range(k), stacked_score_and_nll(base, tasks, tokenizer)):
+                before[i], nll_before[i] = s, nll
+        with phase("fine-tune"):
+            tuned, tuned_errors = stacked_finetune(base, rows, [tasks[i] for i in rows], [seeds[i] for i in rows],
+                                                   tokenizer)
+        with phase("score"):
+            scored = stacked_score_and_nll(tuned, [tasks[i] for i in rows], tokenizer)
         for j, i in enumerate(rows):
             errors[i] = tuned_errors[j]
             if errors[i] is None:
