@@ -101,6 +101,8 @@ class StackedGPT:
         # would cost the complex product its vectorisation
         self.rope = torch.complex(cos, sin).unsqueeze(1).expand(context, shape.n_heads, shape.head_dim // 2)
         self.rope = self.rope.contiguous().to(device)
+        self.rope_real = ops.real_rope(self.rope)  # the same table for torch.compile (no complex codegen)
+        self.real_rotary = False  # True: rotate with the real table in eager mode too
         self._model_index = torch.arange(k, device=device).view(k, 1, 1)
 
     def rows(self, start: int, stop: int) -> "StackedGPT":
@@ -168,7 +170,8 @@ class StackedGPT:
             idx = idx.unsqueeze(0).expand(k, -1, -1)
         _, b, t = idx.shape
         x = p["embed"][self._model_index, idx].view(k, b * t, d)
-        rope = self.rope[:t]
+        real = self.real_rotary or torch.compiler.is_compiling()
+        rope = (self.rope_real if real else self.rope)[:t]
         for i in range(self.shape.n_layers):
             pre = f"blocks.{i}"
             qkv = ops.linear(ops.rms_normalize(x), ops.with_gain(p[f"{pre}.wqkv"], p[f"{pre}.attn_norm"]))
