@@ -50,3 +50,30 @@ def test_bench_unit_reports_trials_per_hour_and_phase_shares(short_recipes, caps
 
 def test_bench_unit_needs_a_k():
     assert main(["bench", "--unit", "--size", "13k", "--k", ""]) == 2
+
+
+def test_a_capped_sequential_pass_extrapolates_per_trial(monkeypatch):
+    from types import SimpleNamespace
+
+    from scaling.train import bench_unit
+    import scaling.train.pipeline as pipeline
+
+    clock = {"now": 0.0, "stacked": []}  # each trial "takes" 10 s alone; a stacked unit 15 s
+
+    def one(config):
+        clock["now"] += 10.0
+
+    def stack(configs):
+        clock["now"] += 15.0
+        clock["stacked"].append(len(configs))
+
+    monkeypatch.setattr(pipeline, "run_pipeline", one)
+    monkeypatch.setattr(pipeline, "run_pipeline_batched", stack)
+    monkeypatch.setattr(bench_unit, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    result = bench_unit.run_unit_bench(RunConfig(size="13k", tpp=1.0, device="cpu"), (1, 8), repeats=1,
+                                       sequential_trials=2)
+    assert sorted(clock["stacked"]) == [1, 8]
+    assert result.sequential_s == {1: [10.0], 8: [80.0]}  # K = 8: 8 x the mean of the 2 trials run
+    out = result.to_dict()
+    assert out["sequential_trials"] == 2 and out["sequential_extrapolated"] == [8]
+    assert out["unit_speedup"]["8"] == pytest.approx(80.0 / 15.0)

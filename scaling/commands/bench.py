@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--unit", action="store_true",
                    help="time K whole trials (pretrain, probes, fine-tune, score) stacked against one after "
                         "another, at the config's token budget (--steps is then unused)")
+    p.add_argument("--sequential-trials", type=int, default=None, dest="sequential_trials",
+                   help="--unit: run at most this many trials one after another per repeat and scale "
+                        "their mean time per trial to larger K (default: all K)")
     p.add_argument("--tpp", type=float, default=None, help="tokens per parameter of a --unit trial (default 20)")
     p.add_argument("--tasks", default=None, help="comma-separated fine-tuning tasks of a --unit trial "
                                                  "(default the spec's, or the toolkit's)")
@@ -92,7 +95,9 @@ def _run_unit(cfg, ks: tuple[int, ...], args: argparse.Namespace) -> int:
 
     if not ks:
         raise ConfigError("--k: expected at least one model count K for --unit")
-    result = run_unit_bench(cfg, ks, repeats=args.repeats).to_dict()
+    if args.sequential_trials is not None and args.sequential_trials < 1:
+        raise ConfigError(f"--sequential-trials: expected a positive integer, got {args.sequential_trials}")
+    result = run_unit_bench(cfg, ks, repeats=args.repeats, sequential_trials=args.sequential_trials).to_dict()
     if args.json:
         print(json.dumps(result))
         return 0

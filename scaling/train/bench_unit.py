@@ -37,6 +37,7 @@ class UnitBenchResult:
     stacked_s: dict[int, list[float]] = field(default_factory=dict)
     sequential_phases: list[dict[str, float]] = field(default_factory=list)  # per trial of every pass
     stacked_phases: dict[int, list[dict[str, float]]] = field(default_factory=dict)
+    sequential_trials: int = 0  # trials actually run one after another per repeat
 
     def to_dict(self) -> dict[str, Any]:
         def share(clocks: list[dict[str, float]]) -> dict[str, float]:
@@ -44,7 +45,7 @@ class UnitBenchResult:
             whole = sum(totals.values()) or 1.0
             return {p: totals[p] / whole for p in PHASES}
 
-        per_trial = [c for c in self.sequential_phases]
+        per_trial = self.sequential_phases
         out: dict[str, Any] = {"config": self.config, "ks": list(self.ks), "threads": torch.get_num_threads(),
                                "unit_trials_per_hour": {}, "unit_speedup": {}, "unit_phase_share": {},
                                "runs_s": {"sequential": {str(k): v for k, v in self.sequential_s.items()},
@@ -56,11 +57,18 @@ class UnitBenchResult:
             out["unit_speedup"][str(k)] = statistics.median(a / b for a, b in zip(seq, stk))
             out["unit_phase_share"][str(k)] = {"stacked": share(self.stacked_phases[k])}
         out["unit_phase_share"]["sequential"] = share(per_trial)
+        out["sequential_trials"] = self.sequential_trials
+        out["sequential_extrapolated"] = [k for k in self.ks if k > self.sequential_trials]
         return out
 
 
-def run_unit_bench(cfg: RunConfig, ks: Sequence[int], repeats: int = 3) -> UnitBenchResult:
-    """Interleaved repeats of K trials one after another and as one stacked unit, for each K."""
+def run_unit_bench(cfg: RunConfig, ks: Sequence[int], repeats: int = 3,
+                   sequential_trials: int | None = None) -> UnitBenchResult:
+    """Interleaved repeats of K trials one after another and as one stacked unit, for each K.
+
+    `sequential_trials`: run at most this many trials one after another per repeat; a larger K's
+    sequential time is then that pass's mean time per trial times K (trials one after another are
+    independent and alike), and the result says so (`sequential_extrapolated`)."""
     from scaling.data.tokens import load_pretrain_data
     from scaling.train.pipeline import run_pipeline, run_pipeline_batched
     from scaling.train.stacked import tune_cpu_allocator
@@ -71,15 +79,19 @@ def run_unit_bench(cfg: RunConfig, ks: Sequence[int], repeats: int = 3) -> UnitB
     ks = tuple(sorted(set(ks)))
     result = UnitBenchResult(config=cfg.to_dict(), ks=ks)
     configs = unit_configs(cfg, max(ks))
+    n_sequential = min(max(ks), sequential_trials or max(ks))
+    result.sequential_trials = n_sequential
+
     def sequential() -> None:
         ends, start = [], time.perf_counter()
-        for c in configs:
+        for c in configs[:n_sequential]:
             with recording() as clock:
                 run_pipeline(c)
             result.sequential_phases.append(dict(clock))
             ends.append(time.perf_counter() - start)
         for k in ks:
-            result.sequential_s.setdefault(k, []).append(ends[k - 1])
+            seconds = ends[k - 1] if k <= n_sequential else ends[-1] / n_sequential * k
+            result.sequential_s.setdefault(k, []).append(seconds)
 
     def stacked(order: Sequence[int]) -> None:
         for k in order:
