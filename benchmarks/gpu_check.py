@@ -138,6 +138,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dry = args.dry_run
+    if dry:
+        torch.set_num_threads(1)  # a shared CPU: one thread per process, as study workers use
     device = "cpu" if dry else "cuda"
     name = "cpu (dry run)" if dry else torch.cuda.get_device_name(0)
     peak = None if dry else bf16_peak(name)
