@@ -69,7 +69,8 @@ def test_a_capped_sequential_pass_extrapolates_per_trial(monkeypatch):
 
     monkeypatch.setattr(pipeline, "run_pipeline", one)
     monkeypatch.setattr(pipeline, "run_pipeline_batched", stack)
-    monkeypatch.setattr(bench_unit, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    monkeypatch.setattr(bench_unit, "time", SimpleNamespace(perf_counter=lambda: clock["now"],
+                                                            process_time=lambda: clock["now"]))
     result = bench_unit.run_unit_bench(RunConfig(size="13k", tpp=1.0, device="cpu"), (1, 8), repeats=1,
                                        sequential_trials=2)
     assert sorted(clock["stacked"]) == [1, 8]
@@ -77,3 +78,4 @@ def test_a_capped_sequential_pass_extrapolates_per_trial(monkeypatch):
     out = result.to_dict()
     assert out["sequential_trials"] == 2 and out["sequential_extrapolated"] == [8]
     assert out["unit_speedup"]["8"] == pytest.approx(80.0 / 15.0)
+    assert out["unit_speedup_cpu_time"]["8"] == pytest.approx(80.0 / 15.0)

@@ -38,6 +38,9 @@ class UnitBenchResult:
     sequential_phases: list[dict[str, float]] = field(default_factory=list)  # per trial of every pass
     stacked_phases: dict[int, list[dict[str, float]]] = field(default_factory=dict)
     sequential_trials: int = 0  # trials actually run one after another per repeat
+    # the same runs in CPU seconds of this process: fairer than wall time on a shared CPU
+    sequential_cpu_s: dict[int, list[float]] = field(default_factory=dict)
+    stacked_cpu_s: dict[int, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         def share(clocks: list[dict[str, float]]) -> dict[str, float]:
@@ -58,6 +61,9 @@ class UnitBenchResult:
             out["unit_phase_share"][str(k)] = {"stacked": share(self.stacked_phases[k])}
         out["unit_phase_share"]["sequential"] = share(per_trial)
         out["sequential_trials"] = self.sequential_trials
+        if self.stacked_cpu_s:
+            out["unit_speedup_cpu_time"] = {str(k): statistics.median(
+                a / b for a, b in zip(self.sequential_cpu_s[k], self.stacked_cpu_s[k])) for k in self.ks}
         out["sequential_extrapolated"] = [k for k in self.ks if k > self.sequential_trials]
         return out
 
@@ -83,22 +89,24 @@ def run_unit_bench(cfg: RunConfig, ks: Sequence[int], repeats: int = 3,
     result.sequential_trials = n_sequential
 
     def sequential() -> None:
-        ends, start = [], time.perf_counter()
+        ends, cpu_ends, start, cpu_start = [], [], time.perf_counter(), time.process_time()
         for c in configs[:n_sequential]:
             with recording() as clock:
                 run_pipeline(c)
             result.sequential_phases.append(dict(clock))
             ends.append(time.perf_counter() - start)
+            cpu_ends.append(time.process_time() - cpu_start)
         for k in ks:
-            seconds = ends[k - 1] if k <= n_sequential else ends[-1] / n_sequential * k
-            result.sequential_s.setdefault(k, []).append(seconds)
+            for store, at in ((result.sequential_s, ends), (result.sequential_cpu_s, cpu_ends)):
+                store.setdefault(k, []).append(at[k - 1] if k <= n_sequential else at[-1] / n_sequential * k)
 
     def stacked(order: Sequence[int]) -> None:
         for k in order:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             with recording() as clock:
                 run_pipeline_batched(configs[:k])
             result.stacked_s.setdefault(k, []).append(time.perf_counter() - start)
+            result.stacked_cpu_s.setdefault(k, []).append(time.process_time() - cpu_start)
             result.stacked_phases.setdefault(k, []).append(dict(clock))
 
     for repeat in range(repeats):
