@@ -1,28 +1,31 @@
-"""GPU check, prepared for a machine with one CUDA GPU (none was available when it was written).
+"""GPU check for a machine with one CUDA GPU: the figures of issue 14 in one run under 8 minutes.
 
-    python benchmarks/gpu_check.py [--out results/gpu-check] [--skip-study] [--skip-compile]
-                                   [--deadline-s 420] [--dry-run]
+    python benchmarks/gpu_check.py [--out results/gpu-check] [--skip-ladder] [--with-compile]
+                                   [--deadline-s 450] [--dry-run]
 
-1. `scaling bench` (as `scaling.train.bench.run_bench`) for a small and a mid ladder size, the batched
-   trainer at K up to 64: tokens/s, speedups over K sequential runs, and achieved FLOP/s against
-   the GPU's dense bf16 peak (table below; unknown GPUs report the ratio as null).
-2. The same small-size bench with `torch.compile` on the batched trainer (compile time excluded:
-   the timed runs follow an untimed warm-up).
-3. A short study (`scaling study run`) on the GPU: one size, one budget, four decays, trained
-   together (batch_models = 4); then the same size at three budgets from one WSD run per decay
-   (cooldown_branches = true).
+1. Whole trials (`scaling bench --unit`, `scaling.train.bench_unit`): K = 32 complete trials at
+   101k (pretrain, probes, fine-tune, score) as one stacked unit against trials one after
+   another (3 run; their mean per trial scaled to 32), trials/hour and phase shares.
+   Target: >= 10x.
+2. Stacked pretraining (`scaling bench`, `scaling.train.bench.run_bench`) at 101k and 2.7m up to
+   K = 64: tokens/s, speedups over K sequential runs, and achieved FLOP/s against the GPU's dense
+   bf16 peak (table below; unknown GPUs report the ratio as null). Target at 2.7m, K = 64: >= 20%.
+3. A small GPU ladder through `scaling run` (101k, 332k, 804k at 20 TPP, four decays stacked per
+   cell): the whole main job into results/gpu-ladder/ (the report included), to commit.
+4. With --with-compile, the small-size bench with `torch.compile` on the stacked trainer
+   (compile time excluded; the fused kernels' `out=` writes still break the graph).
 
-Order: both benches, the study, then the compiled bench (compile time is the least predictable).
 Each step is guarded, so one failure (say, out of memory at K = 64) still leaves the others, and a
 step is skipped once `--deadline-s` has passed (device time is rationed); everything lands in
 <out>/gpu_check.json and a readable summary on stdout. `--dry-run` runs the same script on CPU at
-toy sizes, to check the script itself before spending device time.
+toy sizes (in <out>, the ladder too), to check the script itself before spending device time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -31,6 +34,8 @@ import traceback
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # dense bf16 tensor-core peaks, FLOP/s (vendor datasheets; SXM parts)
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "L40S": 362e12}
@@ -65,52 +70,64 @@ def bench(size: str, context: int, batch: int, ks: tuple[int, ...], compile: boo
     return result
 
 
-def short_study(out: Path, device: str = "cuda", size: str = "56k", tpps: tuple[float, ...] = (20,),
-                branches: bool = False) -> dict:
-    """A short study on the device: one size, four decays trained together (batch_models = 4);
-    with `branches`, several budgets from one WSD run per decay (cooldown_branches = true)."""
-    name = "gpu-branches" if branches else "gpu-short"
+def unit_bench(size: str, context: int, batch: int, k: int, tpp: float, sequential: int, device: str = "cuda",
+               repeats: int = 1, tasks: tuple[str, ...] = ("arithmetic", "source")) -> dict:
+    """K whole trials stacked against `sequential` trials one after another (scaled to K)."""
+    from scaling.config import RunConfig
+    from scaling.train.bench_unit import run_unit_bench
+
+    cfg = RunConfig(size=size, context=context, batch_size=batch, tpp=tpp, device=device, tasks=tasks, lr=3e-3)
+    return run_unit_bench(cfg, (1, k), repeats=repeats, sequential_trials=sequential).to_dict()
+
+
+LADDER_SPEC = """\
+name = "{name}"
+description = "GPU ladder (benchmarks/gpu_check.py): {sizes} at {tpps} TPP, four decays stacked per cell"
+sizes = [{size_list}]
+budgets = {{ tpp = [{tpps}] }}
+batch_models = 4
+seeds = [0]
+tasks = ["arithmetic", "source"]
+lr = 3e-3
+schedule = "cosine"
+batch_size = 32
+context = 128
+storage = "sqlite:///{db}"
+
+[decay]
+grid = [0, 0.1, 1, 3]
+
+[run]
+device = "{device}"
+"""
+
+
+def ladder(out: Path, cwd: Path, name: str, sizes: tuple[str, ...], tpps: tuple[float, ...], device: str,
+           timeout: float) -> dict:
+    """`scaling run` on a small ladder: results/<name>/ under `cwd` (the repository on a GPU)."""
     spec = out / f"{name}.toml"
-    schedule = "wsd" if branches else "cosine"
-    extra = "cooldown_branches = true" if branches else ""
-    warmup = "warmup_frac = 0.0" if branches else ""
-    spec.write_text(textwrap.dedent(f"""\
-        name = "{name}"
-        description = "GPU check: one size, four decays trained together"
-        sizes = ["{size}"]
-        budgets = {{ tpp = [{", ".join(f"{t:g}" for t in tpps)}] }}
-        batch_models = 4
-        {extra}
-        storage = "sqlite:///{out.resolve()}/{name}.db"
-        seeds = [0]
-        tasks = ["arithmetic", "source"]
-        lr = 3e-3
-        schedule = "{schedule}"
-        batch_size = 32
-        context = 128
-
-        [decay]
-        grid = [0, 0.1, 1, 3]
-
-        [run]
-        device = "{device}"
-        {warmup}
-        """))
+    text = LADDER_SPEC.format(name=name, sizes=", ".join(sizes), size_list=", ".join(f'"{s}"' for s in sizes),
+                              tpps=", ".join(f"{t:g}" for t in tpps), db=(out / f"{name}.db").resolve(),
+                              device=device)
+    spec.write_text(text)
     start = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "scaling.cli", "study", "run", str(spec), "--no-progress"],
-                         capture_output=True, text=True, timeout=240)
-    status = subprocess.run([sys.executable, "-m", "scaling.cli", "study", "status", str(spec)],
-                            capture_output=True, text=True, timeout=60)
-    return {"returncode": run.returncode, "wall_s": time.perf_counter() - start,
+    run = subprocess.run([sys.executable, "-m", "scaling.cli", "run", str(spec.resolve()), "--no-progress",
+                          "--bootstrap", "50"], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    status = subprocess.run([sys.executable, "-m", "scaling.cli", "study", "status", str(spec.resolve())],
+                            cwd=cwd, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return {"returncode": run.returncode, "wall_s": time.perf_counter() - start, "results": str(cwd / "results" / name),
             "stdout_tail": run.stdout[-3000:], "stderr_tail": run.stderr[-3000:], "status": status.stdout[-3000:]}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/gpu-check")
-    p.add_argument("--skip-study", action="store_true")
-    p.add_argument("--skip-compile", action="store_true")
-    p.add_argument("--deadline-s", type=float, default=420.0,
+    p.add_argument("--skip-ladder", action="store_true")
+    p.add_argument("--with-compile", action="store_true", dest="with_compile",
+                   help="also the torch.compile bench (not needed for the targets; may not fit 8 minutes)")
+    p.add_argument("--deadline-s", type=float, default=450.0,
                    help="skip any step that would start after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="toy sizes on CPU, to check the script")
     args = p.parse_args()
@@ -120,20 +137,24 @@ def main() -> int:
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = "cpu" if args.dry_run else "cuda"
-    name = "cpu (dry run)" if args.dry_run else torch.cuda.get_device_name(0)
-    peak = None if args.dry_run else bf16_peak(name)
-    sizes = DRY_SIZES if args.dry_run else SIZES
-    opts = {"device": device, "steps": 3 if args.dry_run else 20, "repeats": 1 if args.dry_run else 3}
+    dry = args.dry_run
+    if dry:
+        torch.set_num_threads(1)  # a shared CPU: one thread per process, as study workers use
+    device = "cpu" if dry else "cuda"
+    name = "cpu (dry run)" if dry else torch.cuda.get_device_name(0)
+    peak = None if dry else bf16_peak(name)
+    sizes = DRY_SIZES if dry else SIZES
+    opts = {"device": device, "steps": 3 if dry else 20, "repeats": 1 if dry else 3}
     report: dict = {"gpu": name, "bf16_peak_flops": peak, "torch": torch.__version__}
-    steps = [(f"bench_{label}", lambda s=spec: bench(*s, compile=False, peak=peak, **opts))
-             for label, spec in sizes.items()]
-    if not args.skip_study:
-        size = "13k" if args.dry_run else "56k"
-        steps.append(("study", lambda: short_study(out, device, size, (2,) if args.dry_run else (20,))))
-        steps.append(("study_branches", lambda: short_study(out, device, size, (1, 2) if args.dry_run else (5, 10, 20),
-                                                            branches=True)))
-    if not args.skip_compile:
+    steps = [("unit_101k", lambda: unit_bench(*(("13k", 32, 4, 2, 0.3, 1) if dry else ("101k", 128, 32, 32, 20.0, 3)),
+                                              device=device))]
+    steps += [(f"bench_{label}", lambda s=spec: bench(*s, compile=False, peak=peak, **opts))
+              for label, spec in sizes.items()]
+    if not args.skip_ladder:
+        steps.append(("ladder", lambda: ladder(out, out if dry else ROOT, "gpu-ladder-dry" if dry else "gpu-ladder",
+                                               ("13k",) if dry else ("101k", "332k", "804k"), (0.3,) if dry else (20,),
+                                               device, timeout=240 if dry else 300)))
+    if args.with_compile:
         size, context, batch, ks = sizes["small"]
         # K = 1 and the largest K only: every new stacked model is a fresh compile
         steps.append(("bench_small_compiled",
@@ -161,9 +182,18 @@ def summarize(key: str, result: dict) -> None:
     if "error" in result:
         print("   error:", result["error"])
         return
-    if key.startswith("study"):
-        print(f"   returncode {result['returncode']}, {result['wall_s']:.0f} s")
+    if key == "ladder":
+        print(f"   returncode {result['returncode']}, {result['wall_s']:.0f} s -> {result['results']}")
         print(textwrap.indent(result["status"], "   "))
+        return
+    if key.startswith("unit"):
+        for k, rate in result["unit_trials_per_hour"].items():
+            print(f"   K={k:>3}: {rate['stacked']:>10,.0f} trials/h stacked, {rate['sequential']:>8,.0f} one after "
+                  f"another, speedup {result['unit_speedup'][k]:.2f}"
+                  + (" (sequential scaled from fewer trials)" if int(k) in result["sequential_extrapolated"] else ""))
+        shares = result["unit_phase_share"]
+        for k in result["ks"]:
+            print(f"   K={k} phase shares: " + ", ".join(f"{p} {100 * v:.0f}%" for p, v in shares[str(k)]["stacked"].items()))
         return
     cfg = result["config"]
     print(f"   size {cfg['size']}, context {cfg['context']}, batch {cfg['batch_size']}: reference "

@@ -27,6 +27,15 @@ def register(sub) -> None:
     p.add_argument("--k", default="1,4,8,16",
                    help="comma-separated model counts K for the batched trainer ('' to skip it)")
     p.add_argument("--compile", action="store_true", help="torch.compile the batched trainer's forward")
+    p.add_argument("--unit", action="store_true",
+                   help="time K whole trials (pretrain, probes, fine-tune, score) stacked against one after "
+                        "another, at the config's token budget (--steps is then unused)")
+    p.add_argument("--sequential-trials", type=int, default=None, dest="sequential_trials",
+                   help="--unit: run at most this many trials one after another per repeat and scale "
+                        "their mean time per trial to larger K (default: all K)")
+    p.add_argument("--tpp", type=float, default=None, help="tokens per parameter of a --unit trial (default 20)")
+    p.add_argument("--tasks", default=None, help="comma-separated fine-tuning tasks of a --unit trial "
+                                                 "(default the spec's, or the toolkit's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -47,6 +56,15 @@ def run(args: argparse.Namespace) -> int:
                         context=args.context or 256, batch_size=args.batch_size or 16, tpp=20.0,
                         device=args.device or "auto")
     ks = _parse_ks(args.k)
+    if args.tpp is not None:
+        if args.tpp <= 0:
+            raise ConfigError(f"--tpp: expected a positive number, got {args.tpp}")
+        cfg = cfg.replace(tpp=args.tpp, tokens=None)
+    if args.tasks is not None:
+        tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        cfg = cfg.replace(tasks=tasks)
+    if args.unit:
+        return _run_unit(cfg, ks, args)
     result = run_bench(cfg, steps=args.steps, repeats=args.repeats, ks=ks, compile=args.compile).to_dict()
     if args.json:
         print(json.dumps(result))
@@ -68,6 +86,30 @@ def run(args: argparse.Namespace) -> int:
                   f"{result['cpu_time']['speedup_batched'][str(k)]:>12.2f}")
     print(f"per CPU-second of this process (fairer on a shared machine): trainer / reference "
           f"{result['cpu_time']['ratio_vs_reference']:.3f}")
+    return 0
+
+
+def _run_unit(cfg, ks: tuple[int, ...], args: argparse.Namespace) -> int:
+    from scaling.errors import ConfigError
+    from scaling.train.bench_unit import run_unit_bench
+
+    if not ks:
+        raise ConfigError("--k: expected at least one model count K for --unit")
+    if args.sequential_trials is not None and args.sequential_trials < 1:
+        raise ConfigError(f"--sequential-trials: expected a positive integer, got {args.sequential_trials}")
+    result = run_unit_bench(cfg, ks, repeats=args.repeats, sequential_trials=args.sequential_trials).to_dict()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"whole trials of {cfg.size} at {cfg.tpp:g} TPP, tasks {','.join(cfg.tasks)}, {result['threads']} threads; "
+          f"speedup = K trials one after another over one stacked unit (median of {args.repeats} paired repeats)")
+    print(f"{'K':>4}{'trials/h stacked':>18}{'trials/h sequential':>21}{'speedup':>9}   phase shares (stacked)")
+    for k in ks:
+        rate, shares = result["unit_trials_per_hour"][str(k)], result["unit_phase_share"][str(k)]["stacked"]
+        print(f"{k:>4}{rate['stacked']:>18,.0f}{rate['sequential']:>21,.0f}{result['unit_speedup'][str(k)]:>9.2f}   "
+              + ", ".join(f"{p} {100 * v:.0f}%" for p, v in shares.items()))
+    shares = result["unit_phase_share"]["sequential"]
+    print("phase shares, one trial at a time: " + ", ".join(f"{p} {100 * v:.0f}%" for p, v in shares.items()))
     return 0
 
 

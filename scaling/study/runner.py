@@ -2,7 +2,9 @@
 
 K = 1 runs the worker in this process. K > 1 spawns K processes (spawn, not fork: torch and
 database connections do not survive a fork) and splits this machine's CPU threads between
-them. Other machines join by running the same spec against the same storage URL.
+them. On a CUDA machine the default is one worker per visible GPU, each process pinned to its
+own GPU through CUDA_VISIBLE_DEVICES (`worker_gpus`). Other machines join by running the same
+spec against the same storage URL.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from scaling.errors import ConfigError, ScalingError
@@ -20,7 +23,7 @@ from scaling.study.spec import StudySpec
 from scaling.study.spec_toml import MAX_N_TRIALS
 from scaling.study.status import StudyStatus, study_status
 from scaling.study.storage import open_storage, safe_url
-from scaling.study.training import RunConfig, check_inputs, cuda_available
+from scaling.study.training import RunConfig, check_inputs, cuda_device_count
 from scaling.study.units import TrialFn, Unit, check_fns
 from scaling.study.worker import WorkerResult, run_worker, stop_signals_as_interrupt, stop_signals_ignored
 
@@ -85,10 +88,27 @@ def spec_configs(spec: StudySpec) -> list[RunConfig]:
     return [spec.run_config(cell, spec.decay_bounds(cell)[0], spec.seeds[0]) for cell in spec.cells()]
 
 
-def default_workers() -> int:
+def default_workers(spec: StudySpec | None = None) -> int:
     """One single-threaded worker per CPU thread on a CPU-only machine (tiny models use several
-    threads badly; docs/studies.md has the measurement); with a GPU, one worker owns it."""
-    return 1 if cuda_available() else cpu_threads()
+    threads badly; docs/studies.md has the measurement) or for a spec with device "cpu"; with
+    CUDA, one worker per visible GPU, each pinned to its own (`worker_gpus`)."""
+    if spec is not None and spec.run.get("device") == "cpu":
+        return cpu_threads()
+    return cuda_device_count() or cpu_threads()
+
+
+def visible_gpus(count: int, cuda_visible_devices: str | None) -> list[str]:
+    """The IDs of this process's `count` visible GPUs as CUDA_VISIBLE_DEVICES names them: its
+    entries (ordinals or UUIDs) where it is set, else 0..count-1."""
+    if cuda_visible_devices is not None and cuda_visible_devices.strip():
+        return [d.strip() for d in cuda_visible_devices.split(",") if d.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+def worker_gpus(workers: int, gpus: Sequence[str]) -> list[str | None]:
+    """The GPU each worker process is pinned to (its CUDA_VISIBLE_DEVICES): worker i gets
+    gpus[i mod G], so more workers than GPUs share them evenly; None for all without GPUs."""
+    return [gpus[i % len(gpus)] if gpus else None for i in range(workers)]
 
 
 def run_study(spec: StudySpec, storage: str | None = None, workers: int | None = None, n_trials: int | None = None,
@@ -110,7 +130,7 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
         (kept in the storage, not counted or exported; `scaling.study.plan.ensure_planned`).
     """
     if workers is None:
-        workers = default_workers()
+        workers = default_workers(spec)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: expected a positive integer, got {workers!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -174,7 +194,9 @@ def _run_workers(spec: StudySpec, url: str, workers: int, trial_fn: TrialFn | No
 
 
 def _worker_main(spec: StudySpec, url: str, index: int, trial_fn: TrialFn | None, progress: bool,
-                 threads: int, batch_fn: Unit | None = None) -> None:
+                 threads: int, batch_fn: Unit | None = None, gpu: str | None = None) -> None:
+    if gpu is not None:  # before anything initialises CUDA in this (spawned) process
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     _die_with_parent()
     with stop_signals_as_interrupt():
         result = run_worker(spec, url, index=index, trial_fn=trial_fn, progress=progress, threads=threads,
@@ -202,8 +224,10 @@ def _die_with_parent() -> None:
 def _run_processes(spec: StudySpec, url: str, workers: int, trial_fn: TrialFn | None, progress: bool,
                    threads: int, batch_fn: Unit | None = None) -> tuple[tuple[int, ...], bool]:
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(spec, url, i, trial_fn, progress, threads, batch_fn),
-                         name=f"scaling-study-worker-{i}") for i in range(workers)]
+    gpus = [] if spec.run.get("device") == "cpu" else visible_gpus(cuda_device_count(),
+                                                                   os.environ.get("CUDA_VISIBLE_DEVICES"))
+    procs = [ctx.Process(target=_worker_main, args=(spec, url, i, trial_fn, progress, threads, batch_fn, gpu),
+                         name=f"scaling-study-worker-{i}") for i, gpu in enumerate(worker_gpus(workers, gpus))]
     for p in procs:
         p.start()
     interrupted = False

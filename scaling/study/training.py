@@ -13,7 +13,8 @@ from typing import Any
 from scaling.config import MAX_SEED, RunConfig, model_shape, token_budget
 from scaling.core.shapes import LADDER, ModelShape, non_embedding_params
 
-__all__ = ["MAX_SEED", "RunConfig", "check_inputs", "check_stackable", "cuda_available", "ladder_sizes", "run_branches", "run_one",
+__all__ = ["MAX_SEED", "RunConfig", "check_inputs", "check_stackable", "cuda_available", "cuda_device_count",
+           "ladder_sizes", "run_branches", "run_one",
            "run_stack", "set_threads", "shape_keys", "trained_tokens"]
 
 
@@ -92,6 +93,13 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def cuda_device_count() -> int:
+    """CUDA devices this process can see (0 without CUDA); does not initialise CUDA here."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def set_threads(threads: int) -> None:

@@ -29,6 +29,7 @@ from scaling.core.schedule import lr_multiplier
 from scaling.errors import DataError
 from scaling.train.loop import autocast_dtype, check_finite
 from scaling.train.model import GPT
+from scaling.train.phases import phase
 from scaling.train.single import evaluate_loss
 
 
@@ -39,7 +40,7 @@ class TaskResult:
     after: float
     steps: int
     wall_s: float
-    nll_before: float = math.nan  # mean held-out NLL, nats per target token
+    nll_before: float = math.nan  # mean NLL, nats per target token, on the held-out split
     nll_after: float = math.nan
 
     @property
@@ -99,85 +100,114 @@ def _scored_batches(model: GPT, data: EncodedExamples, device: torch.device, bat
         yield logits, torch.from_numpy(tgt).to(device)
 
 
+@dataclass(frozen=True)
+class RowStats:
+    """Per encoded row: summed NLL of its targets, their number, and whether the argmax hits
+    every target (what greedy decoding needs to reproduce the completion)."""
+
+    nll: np.ndarray  # (n,) float64
+    targets: np.ndarray  # (n,) int64
+    hits: np.ndarray  # (n,) bool
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, y: torch.Tensor) -> "RowStats":
+        """Stats of rows (..., T) from their logits (..., T, V) and targets (-100: not scored)."""
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        mask = y != -100
+        picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        hits = ((logits.argmax(-1) == y) | ~mask).all(dim=-1)
+        return cls((-(picked * mask).sum(dim=-1)).double().cpu().numpy(), mask.sum(dim=-1).cpu().numpy(),
+                   hits.cpu().numpy())
+
+    @classmethod
+    def concat(cls, parts: list["RowStats"]) -> "RowStats":
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("nll", "targets", "hits")))
+
+    def mean_nll(self, rows: np.ndarray | slice = slice(None)) -> float:
+        """Mean NLL per target token over `rows`."""
+        return float(self.nll[rows].sum() / max(1, int(self.targets[rows].sum())))
+
+
+def row_stats(model: GPT, data: EncodedExamples, device: torch.device, batch_size: int = 64) -> RowStats:
+    return RowStats.concat([RowStats.of(logits, y) for logits, y in _scored_batches(model, data, device, batch_size)])
+
+
 def exact_match(model: GPT, data: EncodedExamples, device: torch.device, batch_size: int = 64) -> float:
-    hits = 0
-    for logits, y in _scored_batches(model, data, device, batch_size):
-        ok = (logits.argmax(-1) == y) | (y == -100)
-        hits += int(ok.all(dim=1).sum())
-    return hits / len(data.inputs)
+    return float(row_stats(model, data, device, batch_size).hits.mean())
 
 
 def sequence_nll(model: GPT, data: EncodedExamples, device: torch.device, batch_size: int = 64) -> np.ndarray:
     """Summed NLL of each row's target tokens."""
-    out = []
-    for logits, y in _scored_batches(model, data, device, batch_size):
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        mask = y != -100
-        picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        out.append((-(picked * mask).sum(dim=1)).cpu().numpy())
-    return np.concatenate(out)
+    return row_stats(model, data, device, batch_size).nll
+
+
+def ranked_choice_rows(test: list[tuple[str, str]], labels: tuple[str, ...], tokenizer, context: int,
+                       ) -> tuple[EncodedExamples, np.ndarray]:
+    """Every (prompt, label) candidate encoded, prompt-major, and the index of each prompt's true label."""
+    candidates = [(prompt, label) for prompt, _ in test for label in labels]
+    truth = np.asarray([labels.index(c) for _, c in test])
+    return encode_examples(candidates, tokenizer, context), truth
+
+
+def ranked_choice_from(stats: RowStats, truth: np.ndarray) -> tuple[float, float]:
+    """(accuracy of the label with the lowest summed NLL, mean NLL of the true completions)."""
+    n_labels = len(stats.nll) // len(truth)
+    chosen = stats.nll.reshape(len(truth), n_labels).argmin(axis=1)
+    true_rows = np.arange(len(truth)) * n_labels + truth
+    return float(np.mean(chosen == truth)), stats.mean_nll(true_rows)
 
 
 def ranked_choice_accuracy(model: GPT, test: list[tuple[str, str]], labels: tuple[str, ...], tokenizer,
                            context: int, device: torch.device) -> float:
     """Accuracy of picking, for each prompt, the label with the lowest summed NLL."""
-    candidates = [(prompt, label) for prompt, _ in test for label in labels]
-    nll = sequence_nll(model, encode_examples(candidates, tokenizer, context), device)
-    chosen = nll.reshape(len(test), len(labels)).argmin(axis=1)
-    truth = [labels.index(c) for _, c in test]
-    return float(np.mean(chosen == np.asarray(truth)))
+    rows, truth = ranked_choice_rows(test, labels, tokenizer, context)
+    return ranked_choice_from(row_stats(model, rows, device), truth)[0]
+
+
+LM_SCORE_TOKENS = 65536
+
+
+def lm_loss(model: GPT, test_tokens: np.ndarray, context: int, device: torch.device,
+            max_tokens: int = LM_SCORE_TOKENS) -> float:
+    """Mean held-out loss (nats/token) of an LM task; its score is exp(-loss)."""
+    from scaling.data.tokens import eval_windows
+
+    return evaluate_loss(model, eval_windows(test_tokens, max_tokens, context), device)
+
+
+def lm_score(model: GPT, test_tokens: np.ndarray, context: int, device: torch.device,
+             max_tokens: int = LM_SCORE_TOKENS) -> float:
+    return math.exp(-lm_loss(model, test_tokens, context, device, max_tokens))
+
+
+def score_and_nll(model: GPT, task, tokenizer, device: torch.device) -> tuple[float, float]:
+    """The task's score and the mean NLL per target token of its held-out split, in one pass."""
+    from scaling.data.tasks import LMTask
+
+    if isinstance(task, LMTask):
+        loss = lm_loss(model, task.test_tokens, model.context, device)
+        return math.exp(-loss), loss
+    if task.labels:
+        return ranked_choice_and_nll(model, task.test, task.labels, tokenizer, model.context, device)
+    return exact_match_and_nll(model, encode_examples(task.test, tokenizer, model.context), device)
 
 
 def exact_match_and_nll(model: GPT, data: EncodedExamples, device: torch.device,
                         batch_size: int = 64) -> tuple[float, float]:
     """Exact match and mean NLL per target token, from the same teacher-forced pass."""
-    hits, nll, count = 0, 0.0, 0
-    for logits, y in _scored_batches(model, data, device, batch_size):
-        ok = (logits.argmax(-1) == y) | (y == -100)
-        hits += int(ok.all(dim=1).sum())
-        nll += float(torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-100,
-                                                       reduction="sum"))
-        count += int((y != -100).sum())
-    return hits / len(data.inputs), nll / max(1, count)
+    stats = row_stats(model, data, device, batch_size)
+    return float(stats.hits.mean()), stats.mean_nll()
 
 
 def ranked_choice_and_nll(model: GPT, test: list[tuple[str, str]], labels: tuple[str, ...], tokenizer,
                           context: int, device: torch.device) -> tuple[float, float]:
-    """Ranked-choice accuracy and the mean NLL per target token of the true labels (their
-    completion and end-of-text tokens), from the same pass over every (prompt, label) pair."""
-    candidates = [(prompt, label) for prompt, _ in test for label in labels]
-    encoded = encode_examples(candidates, tokenizer, context)
-    nll = sequence_nll(model, encoded, device).reshape(len(test), len(labels))
-    n_targets = (encoded.targets != -100).sum(axis=1).reshape(len(test), len(labels))
-    truth = np.asarray([labels.index(c) for _, c in test])
-    rows = np.arange(len(test))
-    accuracy = float(np.mean(nll.argmin(axis=1) == truth))
-    return accuracy, float(nll[rows, truth].sum() / n_targets[rows, truth].sum())
-
-
-def lm_score(model: GPT, test_tokens: np.ndarray, context: int, device: torch.device, max_tokens: int = 65536) -> float:
-    from scaling.data.tokens import eval_windows
-
-    loss = evaluate_loss(model, eval_windows(test_tokens, max_tokens, context), device)
-    return math.exp(-loss)
+    """Ranked-choice accuracy and the mean NLL per target token of the true labels, from one pass."""
+    rows, truth = ranked_choice_rows(test, labels, tokenizer, context)
+    return ranked_choice_from(row_stats(model, rows, device), truth)
 
 
 def score(model: GPT, task, tokenizer, device: torch.device) -> float:
     return score_and_nll(model, task, tokenizer, device)[0]
-
-
-def score_and_nll(model: GPT, task, tokenizer, device: torch.device) -> tuple[float, float]:
-    """The task's score and the mean held-out NLL (nats per target token) it was computed from."""
-    from scaling.data.tasks import LMTask
-
-    if isinstance(task, LMTask):
-        from scaling.data.tokens import eval_windows
-
-        loss = evaluate_loss(model, eval_windows(task.test_tokens, 65536, model.context), device)
-        return math.exp(-loss), loss
-    if task.labels:
-        return ranked_choice_and_nll(model, task.test, task.labels, tokenizer, model.context, device)
-    return exact_match_and_nll(model, encode_examples(task.test, tokenizer, model.context), device)
 
 
 def finetune(model: GPT, task, tokenizer, device: torch.device, seed: int = 0) -> int:
@@ -223,8 +253,11 @@ def finetune(model: GPT, task, tokenizer, device: torch.device, seed: int = 0) -
 def finetune_and_score(base: GPT, task, tokenizer, device: torch.device, seed: int = 0) -> TaskResult:
     """Score the base model, fine-tune a copy with the task's recipe, score the copy."""
     start = time.perf_counter()
-    before, nll_before = score_and_nll(base, task, tokenizer, device)
-    model = copy.deepcopy(base)
-    steps = finetune(model, task, tokenizer, device, seed)
-    after, nll_after = score_and_nll(model, task, tokenizer, device)
+    with phase("score"):
+        before, nll_before = score_and_nll(base, task, tokenizer, device)
+    with phase("fine-tune"):
+        model = copy.deepcopy(base)
+        steps = finetune(model, task, tokenizer, device, seed)
+    with phase("score"):
+        after, nll_after = score_and_nll(model, task, tokenizer, device)
     return TaskResult(task.name, before, after, steps, time.perf_counter() - start, nll_before, nll_after)

@@ -16,8 +16,9 @@ import torch
 
 from scaling import __version__
 from scaling.config import RunConfig
-from scaling.errors import TrainingDiverged
+from scaling.errors import ConfigError, TrainingDiverged
 from scaling.train.loop import PretrainResult, divergence_fields, resolve_device
+from scaling.train.phases import phase
 
 if TYPE_CHECKING:
     from scaling.data.tokens import PretrainData
@@ -98,13 +99,47 @@ def _pipeline(cfg: RunConfig, pretrain_stage: Pretrainer) -> list[tuple[Pretrain
     device = resolve_device(cfg.device)
     data = load_pretrain_data(cfg.corpus, cfg.tokenizer)
     start = time.perf_counter()
-    pretrained = pretrain_stage(data, device)
+    with phase("pretrain"):
+        pretrained = pretrain_stage(data, device)
     share = (time.perf_counter() - start) / len(pretrained)
-    out = []
-    for c, result in pretrained:
-        out.append((result, finish_pipeline(c, result, data, device, share)))
+    if len(pretrained) > 1:
+        metrics = finish_stack(pretrained, data, device, share)
+    else:
+        metrics = [finish_pipeline(c, result, data, device, share) for c, result in pretrained]
+    for _, result in pretrained:
         result.model = None  # done with it: K x budgets models would otherwise pile up
+    return [(result, m) for (_, result), m in zip(pretrained, metrics)]
+
+
+def task_key(name: str) -> str:
+    """A task's name as it appears in metric keys (`ft_<key>_before`)."""
+    return name.replace(":", "_").replace("/", "_").replace(".", "_")
+
+
+def task_metrics(names: Sequence[str], results: Sequence[Any]) -> dict[str, float]:
+    """ft_<task>_before/after, ft_<task>_nll_before/after, ft_score, ft_gain, ft_nll, ft_nll_gain
+    from one model's `TaskResult`s (or anything with before/after/nll_before/nll_after)."""
+    out: dict[str, float] = {}
+    for name, r in zip(names, results):
+        key = task_key(name)
+        out[f"ft_{key}_before"] = r.before
+        out[f"ft_{key}_after"] = r.after
+        out[f"ft_{key}_nll_before"] = r.nll_before
+        out[f"ft_{key}_nll_after"] = r.nll_after
+
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values)) if values else float("nan")
+
+    out["ft_score"] = mean([r.after for r in results])
+    out["ft_gain"] = mean([r.after - r.before for r in results])
+    out["ft_nll"] = mean([r.nll_after for r in results])
+    out["ft_nll_gain"] = mean([r.nll_before - r.nll_after for r in results])
     return out
+
+
+def _provenance(cfg: RunConfig, data: PretrainData) -> dict[str, Any]:
+    return {"tasks": ",".join(cfg.tasks), "corpus": data.corpus_name, "tokenizer": cfg.tokenizer,
+            "version": __version__, "threads": torch.get_num_threads()}
 
 
 def finish_pipeline(cfg: RunConfig, result: PretrainResult, data: PretrainData, device: torch.device,
@@ -137,30 +172,90 @@ def _probe_and_finetune(cfg: RunConfig, result: PretrainResult, data: PretrainDa
     metrics = dict(result.metrics)
     model = result.model
 
-    metrics["qk_rank"] = qk_rank(model)
-    metrics["probe_acc"] = (
-        linear_probe(model, data.heldout_docs, data.tokenizer, device, seed=cfg.seed) if cfg.probes else float("nan")
-    )
+    with phase("probes"):
+        metrics["qk_rank"] = qk_rank(model)
+        metrics["probe_acc"] = (linear_probe(model, data.heldout_docs, data.tokenizer, device, seed=cfg.seed)
+                                if cfg.probes else float("nan"))
 
     scores = []
     for name in cfg.tasks:
         task = get_task(name, data.tokenizer, data.heldout_docs, seed=cfg.seed)
-        res = finetune_and_score(model, task, data.tokenizer, device, seed=cfg.seed)
-        key = name.replace(":", "_").replace("/", "_").replace(".", "_")
-        metrics[f"ft_{key}_before"] = res.before
-        metrics[f"ft_{key}_after"] = res.after
-        metrics[f"ft_{key}_nll_before"] = res.nll_before
-        metrics[f"ft_{key}_nll_after"] = res.nll_after
-        scores.append(res)
-    metrics["ft_score"] = float(np.mean([r.after for r in scores])) if scores else float("nan")
-    metrics["ft_gain"] = float(np.mean([r.gain for r in scores])) if scores else float("nan")
-    metrics["ft_nll"] = float(np.mean([r.nll_after for r in scores])) if scores else float("nan")
-    metrics["ft_nll_gain"] = float(np.mean([r.nll_before - r.nll_after for r in scores])) if scores else float("nan")
-    metrics["tasks"] = ",".join(cfg.tasks)
-    metrics["corpus"] = data.corpus_name
-    metrics["tokenizer"] = cfg.tokenizer
-    metrics["version"] = __version__
-    metrics["threads"] = torch.get_num_threads()
+        scores.append(finetune_and_score(model, task, data.tokenizer, device, seed=cfg.seed))
+    metrics.update(task_metrics(cfg.tasks, scores))
+    metrics.update(_provenance(cfg, data))
     metrics["wall_s"] = time.perf_counter() - start
     metrics["curve"] = result.curve
     return metrics
+
+
+def finish_stack(pretrained: Sequence[tuple[RunConfig, PretrainResult]], data: PretrainData, device: torch.device,
+                 pretrain_share: float) -> list[dict[str, Any]]:
+    """`finish_pipeline` for K pretrained models of one shape at once (a stack of one cell's
+    decays and seeds, or cooldown branches): probes, fine-tuning and scoring run stacked
+    (`scaling.train.stacked_probes`, `scaling.train.stacked_finetune`) and give the metrics the
+    per-model path gives, up to float rounding. The configs must share their tasks and `probes`.
+    `wall_s` counts `pretrain_share` plus an even share of the stacked time; `finish_models` is
+    the number of models finished together."""
+    from scaling.data.tasks import get_task
+    from scaling.train.stacked_finetune import stacked_finetune_and_score
+    from scaling.train.stacked_model import StackedGPT
+    from scaling.train.stacked_probes import stacked_linear_probe, stacked_qk_rank
+
+    configs = [c for c, _ in pretrained]
+    if len({(tuple(c.tasks), c.probes) for c in configs}) > 1:
+        raise ConfigError("finish_stack: configs: expected one set of tasks and one probes setting for all models")
+    start = time.perf_counter()
+    live = [i for i, (_, r) in enumerate(pretrained) if r.error is None]
+    seeds = [configs[i].seed for i in live]
+    extra: dict[int, dict[str, Any]] = {i: {} for i in live}
+    errors: dict[int, TrainingDiverged] = {}
+    if live:
+        models = [pretrained[i][1].model for i in live]
+        base = StackedGPT.from_models(models, device)
+        with phase("probes"):
+            for i, rank in zip(live, stacked_qk_rank(models)):
+                extra[i]["qk_rank"] = rank
+            probe = (stacked_linear_probe(base, data.heldout_docs, data.tokenizer, seeds) if configs[0].probes
+                     else [float("nan")] * len(live))
+        for i, acc in zip(live, probe):
+            extra[i]["probe_acc"] = acc
+        per_task = []
+        cache: dict[tuple[str, int], Any] = {}
+        for name in configs[0].tasks:
+            for s in seeds:  # one task per seed: every model with that seed shares its data
+                if (name, s) not in cache:
+                    cache[(name, s)] = get_task(name, data.tokenizer, data.heldout_docs, seed=s)
+            tasks = [cache[(name, s)] for s in seeds]
+            alive = [live[j] not in errors for j in range(len(live))]
+            res = stacked_finetune_and_score(base, tasks, seeds, data.tokenizer, alive)
+            for j, error in enumerate(res.errors):
+                if error is not None:
+                    errors[live[j]] = error
+            per_task.append(res)
+        for j, i in enumerate(live):
+            if i not in errors:
+                extra[i].update(task_metrics(configs[0].tasks, [_Scores(r, j) for r in per_task]))
+        del base
+    share = (time.perf_counter() - start) / len(pretrained)
+    out = []
+    for i, (cfg, result) in enumerate(pretrained):
+        if i in errors:
+            result.error = errors[i]
+            result.metrics.update(divergence_fields(errors[i]))
+        metrics = dict(result.metrics)
+        if result.error is None:
+            metrics.update(extra[i])
+            metrics.update(_provenance(cfg, data))
+            metrics["finish_models"] = len(pretrained)
+        metrics["wall_s"] = pretrain_share + share
+        metrics["curve"] = result.curve
+        out.append(metrics)
+    return out
+
+
+class _Scores:
+    """Model j's scores in a `StackedTaskResult`, shaped like a `TaskResult` for `task_metrics`."""
+
+    def __init__(self, result: Any, j: int):
+        self.before, self.after = result.before[j], result.after[j]
+        self.nll_before, self.nll_after = result.nll_before[j], result.nll_after[j]

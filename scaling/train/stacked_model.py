@@ -101,6 +101,8 @@ class StackedGPT:
         # would cost the complex product its vectorisation
         self.rope = torch.complex(cos, sin).unsqueeze(1).expand(context, shape.n_heads, shape.head_dim // 2)
         self.rope = self.rope.contiguous().to(device)
+        self.rope_real = ops.real_rope(self.rope)  # the same table for torch.compile (no complex codegen)
+        self.real_rotary = False  # True: rotate with the real table in eager mode too
         self._model_index = torch.arange(k, device=device).view(k, 1, 1)
 
     def rows(self, start: int, stop: int) -> "StackedGPT":
@@ -168,7 +170,8 @@ class StackedGPT:
             idx = idx.unsqueeze(0).expand(k, -1, -1)
         _, b, t = idx.shape
         x = p["embed"][self._model_index, idx].view(k, b * t, d)
-        rope = self.rope[:t]
+        real = self.real_rotary or torch.compiler.is_compiling()
+        rope = (self.rope_real if real else self.rope)[:t]
         for i in range(self.shape.n_layers):
             pre = f"blocks.{i}"
             qkv = ops.linear(ops.rms_normalize(x), ops.with_gain(p[f"{pre}.wqkv"], p[f"{pre}.attn_norm"]))
@@ -178,6 +181,34 @@ class StackedGPT:
             gate_up = ops.linear(ops.rms_normalize(x), ops.with_gain(p[f"{pre}.w_gate_up"], p[f"{pre}.mlp_norm"]))
             x = x + ops.linear(ops.swiglu(gate_up), p[f"{pre}.w_down"])
         return x
+
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final normalised hidden states (K, B, T, d), as `GPT.hidden_states` gives each model."""
+        k, (b, t) = self.k, idx.shape[-2:]
+        x = ops.rms_normalize(self._trunk(idx)) * self.params["norm"].unsqueeze(1)
+        return x.view(k, b, t, self.shape.d_model)
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (K, B, T, V). idx: (K, B, T) or shared (B, T)."""
+        k, (b, t) = self.k, idx.shape[-2:]
+        head = ops.with_gain(self.params["head"], self.params["norm"])
+        return ops.linear(ops.rms_normalize(self._trunk(idx)), head).view(k, b, t, self.vocab_size)
+
+    def masked_losses(self, idx: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+        """Per-model mean loss (K,) over the targets (K, B, T) that are not `ignore_index`, as
+        `GPT.forward` computes it for each model."""
+        logits = self.logits(idx).float()
+        if targets.dim() == 2:
+            targets = targets.unsqueeze(0).expand(self.k, -1, -1)
+        per_token = F.cross_entropy(logits.view(-1, self.vocab_size), targets.reshape(-1),
+                                    ignore_index=ignore_index, reduction="none").view(self.k, -1)
+        counts = (targets != ignore_index).reshape(self.k, -1).sum(1).clamp(min=1)
+        return per_token.sum(1) / counts
+
+    def copy_rows(self, rows: Sequence[int] | None = None) -> "StackedGPT":
+        """An independent copy of models `rows` (all by default), with zeroed gradients."""
+        flat = self.flat.detach().clone() if rows is None else self.flat.detach()[list(rows)].clone()
+        return StackedGPT(self.shape, self.vocab_size, self.context, flat.shape[0], self.device, flat=flat)
 
     def losses(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-model mean next-token loss, shape (K,). idx/targets: (K, B, T) or shared (B, T)."""
@@ -202,12 +233,25 @@ class StackedAdamW:
 
     def __init__(self, model: StackedGPT, configs: Sequence[RunConfig]):
         cfg = configs[0]
-        self.model = model
-        self.beta1, self.beta2, self.eps = cfg.beta1, cfg.beta2, 1e-8
-        self.grad_clip = cfg.grad_clip
         wd = [c.decay if c.decay_mode == "coupled" else c.decay / c.lr for c in configs]
-        self.weight_decay = torch.tensor(wd, dtype=torch.float64, device=model.device).view(-1, 1)
-        self.decayed_cols = model.n_flat if cfg.decay_params == "all" else model.n_matrix
+        self._setup(model, wd, (cfg.beta1, cfg.beta2), cfg.grad_clip, cfg.decay_params == "all")
+
+    @classmethod
+    def plain(cls, model: StackedGPT, weight_decay: float, betas: tuple[float, float], grad_clip: float,
+              ) -> "StackedAdamW":
+        """torch.optim.AdamW(params, betas=betas, weight_decay=weight_decay) on every parameter of
+        every model, with each model's gradient clipped to norm `grad_clip` (0: none)."""
+        opt = cls.__new__(cls)
+        opt._setup(model, [weight_decay] * model.k, betas, grad_clip, True)
+        return opt
+
+    def _setup(self, model: StackedGPT, weight_decay: Sequence[float], betas: tuple[float, float],
+               grad_clip: float, decay_all: bool) -> None:
+        self.model = model
+        self.beta1, self.beta2, self.eps = betas[0], betas[1], 1e-8
+        self.grad_clip = grad_clip
+        self.weight_decay = torch.tensor(list(weight_decay), dtype=torch.float64, device=model.device).view(-1, 1)
+        self.decayed_cols = model.n_flat if decay_all else model.n_matrix
         self.exp_avg = torch.zeros_like(model.flat)
         self.exp_avg_sq = torch.zeros_like(model.flat)
         self.alive = torch.ones(model.k, 1, device=model.device)

@@ -96,17 +96,33 @@ def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
 
 def _rotate(x: torch.Tensor, rope: torch.Tensor, out: torch.Tensor) -> None:
     """out = x rotated pairwise, (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos) with pairs adjacent
-    in the last dim; x, out (..., T, H, hd); rope (T, H, hd/2) complex e^(i angle). One complex
-    product in float32/64; the real form for bf16/fp16, which have no complex type."""
+    in the last dim; x, out (..., T, H, hd). `rope` is either complex (T, H, hd/2), e^(i angle):
+    one complex product in float32/64; or real (T, H, hd/2, 2), (cos, sin) (`real_rope`): the
+    real form, which bf16/fp16 (no complex type) and torch.compile (no complex codegen) need."""
     shape = x.shape[:-1] + (x.shape[-1] // 2, 2)
-    if x.dtype in (torch.float32, torch.float64):
+    if rope.is_complex() and x.dtype in (torch.float32, torch.float64):
         torch.mul(torch.view_as_complex(x.reshape(shape)), rope, out=torch.view_as_complex(out.view(shape)))
         return
     pairs, target = x.reshape(shape), out.view(shape)
-    cos, sin = rope.real.to(x.dtype), rope.imag.to(x.dtype)
+    if rope.is_complex():
+        cos, sin = rope.real.to(x.dtype), rope.imag.to(x.dtype)
+    else:
+        cos, sin = rope[..., 0].to(x.dtype), rope[..., 1].to(x.dtype)
     a, b = pairs[..., 0], pairs[..., 1]
     torch.sub(a * cos, b * sin, out=target[..., 0])
     torch.add(a * sin, b * cos, out=target[..., 1])
+
+
+def real_rope(rope: torch.Tensor) -> torch.Tensor:
+    """The complex rotary table (T, H, hd/2) as real (T, H, hd/2, 2) pairs (cos, sin)."""
+    return torch.view_as_real(rope).contiguous()
+
+
+def _inverse(rope: torch.Tensor) -> torch.Tensor:
+    """The rotation by minus each angle, in `rope`'s form."""
+    if rope.is_complex():
+        return rope.conj().resolve_conj()  # (a copy; tiny)
+    return torch.stack((rope[..., 0], -rope[..., 1]), dim=-1)
 
 
 class _RotarySplit(torch.autograd.Function):
@@ -132,7 +148,7 @@ class _RotarySplit(torch.autograd.Function):
         k, n, three_d = ctx.qkv_shape
         d = three_d // 3
         grad = dq.new_empty(k, n, three_d)
-        conj = rope.conj().resolve_conj()  # (a copy; tiny)
+        conj = _inverse(rope)
         _rotate(dq.contiguous(), conj, grad[..., :d].view(dq.shape))
         _rotate(dk.contiguous(), conj, grad[..., d:2 * d].view(dk.shape))
         grad[..., 2 * d:].view(dv.shape).copy_(dv)
@@ -141,7 +157,8 @@ class _RotarySplit(torch.autograd.Function):
 
 def rotary_split(qkv: torch.Tensor, rope: torch.Tensor, batch: int, heads: int):
     """(K, N, 3d) -> q, k, v as (K * B, H, T, hd), q and k rotated (pairs adjacent, see
-    `interleave_heads`), ready for scaled_dot_product_attention."""
+    `interleave_heads`) by `rope` (complex or real, see `_rotate`), ready for
+    scaled_dot_product_attention."""
     k = qkv.shape[0]
     return tuple(z.view(k * batch, *z.shape[2:]).transpose(1, 2) for z in _RotarySplit.apply(qkv, rope, batch, heads))
 
