@@ -34,6 +34,7 @@ def tiny(**changes) -> RunConfig:
     return RunConfig(**base)
 
 
+@pytest.mark.slow
 def test_batched_and_sequential_training_give_the_same_losses_for_the_same_seeds(tokens):
     train, val = tokens
     configs = [tiny(decay=0.0, seed=0), tiny(decay=0.5, seed=0), tiny(decay=3.0, seed=1)]

@@ -34,6 +34,7 @@ def test_speedups_are_medians_of_paired_repeats():
     assert out["unit_phase_share"]["2"]["stacked"]["fine-tune"] == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_bench_unit_reports_trials_per_hour_and_phase_shares(short_recipes, capsys, one_thread):
     code = main(["bench", "--unit", "--size", "13k", "--tpp", "0.3", "--context", "32", "--batch-size", "4",
                  "--k", "1,2", "--repeats", "1", "--tasks", "arithmetic", "--device", "cpu", "--json"])

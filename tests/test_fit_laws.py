@@ -86,6 +86,7 @@ def test_backtest_predicts_the_largest_model_from_the_smaller_ones(study):
     assert bt.n_inside >= len(bt.cases) - 1
 
 
+@pytest.mark.slow
 def test_law_prediction_intervals_cover_a_new_cell_4x_beyond_the_largest_n():
     """A small version of benchmarks/coverage_fit.py (8 studies); the benchmark runs 200."""
     result = coverage(8, n_bootstrap=60, first_seed=900)

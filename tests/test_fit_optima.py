@@ -113,6 +113,7 @@ def test_paired_draws_share_resampled_trials_across_objectives():
     assert set(est.noise) == {"val_loss", "ft_score"}
 
 
+@pytest.mark.slow
 def test_per_cell_intervals_cover_the_truth_at_measured_noise():
     """A small version of benchmarks/coverage_fit.py: 6 simulated studies (144 cell optima)."""
     hits = {"val_loss": [], "ft_score": []}

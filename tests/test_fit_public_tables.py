@@ -88,6 +88,7 @@ def test_bootstrap_refits_keep_the_constraints(points):
 
 @pytest.mark.parametrize("constraint", [pytest.param({}, marks=pytest.mark.slow), {"tie": "alpha=beta"}],
                          ids=["free", "tie"])
+@pytest.mark.slow
 def test_held_out_largest_models_are_predicted_with_intervals(points, constraint):
     """Fit on models below 5B parameters, predict the larger ones (a real extrapolation). The
     error and the coverage of the new-run interval are reported; the coverage is poor (see
@@ -107,6 +108,7 @@ def test_held_out_largest_models_are_predicted_with_intervals(points, constraint
     assert np.mean(np.abs(errors)) < 0.03 and np.max(np.abs(errors)) < 0.05
 
 
+@pytest.mark.slow
 def test_a_table_with_an_lr_column_fits_with_three_col_flags(raw, tmp_path, capsys):
     table = raw.rename(columns={"Model Size": "params", "loss": "loss"}).assign(
         tokens=raw["Training FLOP"] / (6 * raw["Model Size"]), lr=3e-4, wd=0.1)
@@ -134,6 +136,7 @@ def test_a_table_with_an_lr_column_fits_with_three_col_flags(raw, tmp_path, caps
     assert low < alloc["allocation_exponent"] < high
 
 
+@pytest.mark.slow
 def test_where_filters_and_records_row_counts(raw):
     fit = fit_surface_table(raw, columns=COLUMNS, where="n_params < 3e9")
     assert fit.n_table == 245 and fit.n_after_where == int((raw["Model Size"] < 3e9).sum()) == fit.surface.n_points
@@ -141,6 +144,7 @@ def test_where_filters_and_records_row_counts(raw):
     assert rows["where"] == "n_params < 3e9" and rows["after_where"] == fit.n_after_where
 
 
+@pytest.mark.slow
 def test_level_sets_every_surface_interval(points):
     wide = fit_loss_surface(*points, n_bootstrap=60, ci_level=0.95)
     narrow = fit_loss_surface(*points, n_bootstrap=60, ci_level=0.5)

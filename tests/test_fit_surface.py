@@ -207,6 +207,7 @@ def test_a_bad_loss_is_one_line_naming_row_and_column(tmp_path, capsys, value, s
     assert "\n" not in err and "data row 7, column 'loss'" in err and shown in err and "np.float64" not in err
 
 
+@pytest.mark.slow
 def test_drop_invalid_drops_and_lists_the_bad_rows(tmp_path):
     from scaling.cli import main
 
@@ -224,6 +225,7 @@ def test_drop_invalid_drops_and_lists_the_bad_rows(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_unit_suffixes_in_numeric_columns_are_read_like_the_command_line():
     df = _sweep()
     plain = fit_surface_table(df, columns={"n_params": "params", "n_tokens": "tokens", "val_loss": "loss"})

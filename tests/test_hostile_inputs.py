@@ -338,6 +338,7 @@ def _run_subprocess(prefix: list[str], *argv: str, cwd: Path, limit_as: int | No
                           capture_output=True, text=True, timeout=300, preexec_fn=limits)  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["folder", "file"])
 def test_a_read_only_sqlite_storage_is_one_line(spec_path, tmp_path, what):
     prefix = _without_root_powers()
@@ -445,6 +446,7 @@ def test_a_spec_nested_100000_deep_is_one_line(bad_files, capsys):
     assert "nested too deeply" in assert_one_line_error(rc, out, err, "study")
 
 
+@pytest.mark.slow
 def test_an_unreadable_corpus_file_is_one_line(tmp_path):
     prefix = _without_root_powers()
     if prefix is None:
@@ -686,6 +688,7 @@ def test_a_plan_lock_left_by_a_crashed_run_does_not_block_the_next(spec_path):
     assert report.ok and report.enqueued == 2
 
 
+@pytest.mark.slow
 def test_progress_lines_keep_coming_while_a_long_trial_trains(capsys, monkeypatch):
     from scaling.study.worker import _Lines
 

@@ -16,7 +16,7 @@ from scaling.fit import fit_study
 from scaling.fit.recommend import recommend
 from scaling.fit.simulate import Truth, simulate_trials
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "results" / "quickstart" / "trials.csv"
+QUICKSTART = Path(__file__).resolve().parent / "data" / "quickstart_one_seed_4fb7b96.csv"  # the one-seed quickstart run of 2026-11-27
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,7 @@ def test_the_price_of_the_plastic_decay_is_visible_in_base_loss(fit):
     assert rec.decay_plastic_opt.expected_val_loss == pytest.approx(rec.decay_loss_opt.expected_val_loss + rec.loss_cost)
 
 
+@pytest.mark.slow
 def test_an_all_censored_study_recommends_the_tolerance_or_a_bound():
     df, _ = simulate_trials(Truth(grid_shift_sd=0.0), rng=2, seeds=2, taus=(0.1, 0.05, 0.025, 0.0125))
     rec = recommend(df, n_params=4e5, tpp=20, n_bootstrap=20)
@@ -78,6 +79,7 @@ def test_an_all_censored_study_recommends_the_tolerance_or_a_bound():
     assert any("decay_loss_opt" in w for w in rec.warnings)
 
 
+@pytest.mark.slow
 def test_the_real_quickstart_answers_for_a_half_billion_model_at_20_tpp():
     """One seed, most optima censored: a decay with an interval, or the reason there is none."""
     fit = fit_study(pd.read_csv(QUICKSTART), n_bootstrap=40)
@@ -89,6 +91,7 @@ def test_the_real_quickstart_answers_for_a_half_billion_model_at_20_tpp():
     json.dumps(rec.to_dict(), allow_nan=False)
 
 
+@pytest.mark.slow
 def test_a_plasticity_nll_study_recommends_the_ft_nll_optimum(trials, fit):
     """ft_nll mirrors ft_score (lower is better): decay_plastic_opt is its minimum, the same decay."""
     nll_fit = fit_study(trials.assign(ft_nll=2.0 - trials["ft_score"], plasticity="nll"), n_bootstrap=60)
@@ -137,6 +140,7 @@ def trials_csv(trials, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cli_json_has_value_low_high_and_the_recipe(trials_csv, capsys):
     assert main(["recommend", "--trials", str(trials_csv), "--params", "400k", "--tokens", "8M", "--json",
                  "--lr", "3e-3", "--batch-tokens", "4096", "--bootstrap", "30"]) == 0  # fmt: skip

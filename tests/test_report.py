@@ -189,6 +189,7 @@ def test_unbracketed_optimum_is_a_caveat_and_drawn_hollow():
     assert "star-open" in report.html
 
 
+@pytest.mark.slow
 def test_a_plasticity_nll_study_reports_ft_nll_as_the_plasticity_objective():
     """ft_nll mirrors ft_score (lower is better): the same optima, now named and drawn as ft_nll."""
     trials, _ = synthetic_study(sizes=(2e4, 6e4), tpps=(10.0, 40.0), tasks=("arithmetic",))

@@ -43,6 +43,7 @@ def pretrained_three(tasks=TASKS, **changes):
     return data, configs, results
 
 
+@pytest.mark.slow
 def test_stacked_finish_equals_per_model_finish_on_one_task(short_recipes, one_thread):
     check_stacked_equals_per_model(("arithmetic",))
 

@@ -138,6 +138,7 @@ def test_allow_changed_spec_retires_waiting_trials_of_the_old_settings(tmp_path)
     assert sorted(t.user_attrs["config"]["lr"] for t in trials(path) if t.state == TrialState.COMPLETE) == [1e-3] * 2
 
 
+@pytest.mark.slow
 def test_a_study_planned_before_identities_is_checked_against_its_recorded_configs(tmp_path):
     path = write_spec(tmp_path)
     run(path)

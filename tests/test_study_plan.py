@@ -5,6 +5,7 @@ import time
 from datetime import datetime, timedelta
 
 import optuna
+import pytest
 from optuna.trial import TrialState, create_trial
 
 from scaling.study.plan import needs_enqueue
@@ -82,6 +83,7 @@ def test_a_lock_whose_holder_process_is_gone_is_broken_at_once():
     assert "its process is gone" in messages[-1]
 
 
+@pytest.mark.slow
 def test_a_live_holder_that_keeps_beating_is_never_broken():
     storage = optuna.storages.InMemoryStorage()
     events = []

@@ -144,6 +144,7 @@ def trials(spec):
         storage.engine.dispose()
 
 
+@pytest.mark.slow
 def test_refinement_adds_tagged_trials_after_the_grid_and_status_counts_them(tmp_path):
     spec = load_spec(write(tmp_path, refine="[refine]\ntrials = 6\nrounds = 2"))
     report = run_study(spec, workers=1, trial_fn=bowl_in_tau, progress=False)
@@ -173,6 +174,7 @@ def test_refinement_adds_tagged_trials_after_the_grid_and_status_counts_them(tmp
         c.planned + c.refinement for c in status.cells)
 
 
+@pytest.mark.slow
 def test_refinement_zero_adds_nothing(tmp_path):
     spec = load_spec(write(tmp_path, refine="[refine]\ntrials = 0"))
     assert run_study(spec, workers=1, trial_fn=bowl_in_tau, progress=False).ok
