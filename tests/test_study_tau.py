@@ -13,6 +13,7 @@ from scaling.core.budget import decay_for_tau, tau
 from scaling.core.schedule import lr_multiplier, mean_lr_multiplier
 from scaling.errors import ConfigError
 from scaling.study import load_spec, run_study, study_status
+from tests import test_study_crash
 from scaling.study.storage import open_storage
 
 SPEC = """
@@ -181,23 +182,9 @@ def test_refinement_zero_adds_nothing(tmp_path):
     assert all(len(ts) == 8 for ts in trials(spec).values())
 
 
-CRASH_SPEC = """
-name = "refine-crash"
-sizes = [{ name = "tiny", d_model = 16, n_layers = 1, n_heads = 2 }]
-budgets = { tokens = [1000] }
-tasks = ["arithmetic"]
-storage = "{storage}"
-
-[decay]
-grid = [0, 0.1, 1]
-
-[refine]
-trials = 2
-
-[worker]
-heartbeat_interval = 1
-grace_period = 2
-"""
+# test_study_crash's spec with one refinement round of 2 trials
+CRASH_SPEC = (test_study_crash.CRASH_SPEC.replace('name = "crash"', 'name = "refine-crash"')
+              .replace("[worker]", "[refine]\ntrials = 2\n\n[worker]"))
 
 RUNNER = """
 import sys
