@@ -99,7 +99,7 @@ def run(spec: str | Path, *, storage: str | None = None, workers: int | None = N
     from scaling.report.analysis import fit_for_report
     from scaling.study.export import export_study
     from scaling.study.runner import check_not_all_failed, run_study, spec_configs
-    from scaling.study.training import check_inputs
+    from scaling.train.preflight import check_inputs
     from scaling.study.spec import load_spec
 
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or not 0 <= bootstrap <= MAX_BOOTSTRAP:

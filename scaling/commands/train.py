@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_sizes:
         list_sizes()
         return 0
-    from scaling.study.training import check_inputs
+    from scaling.train.preflight import check_inputs
     from scaling.train.pipeline import run_pipeline
 
     apply_threads(args.threads)

@@ -13,7 +13,7 @@ from typing import Any
 from scaling.config import MAX_SEED, RunConfig, model_shape, token_budget
 from scaling.core.shapes import LADDER, ModelShape, non_embedding_params
 
-__all__ = ["MAX_SEED", "RunConfig", "check_inputs", "check_stackable", "cuda_available", "cuda_device_count",
+__all__ = ["MAX_SEED", "RunConfig", "check_inputs", "check_stackable", "cuda_device_count",
            "ladder_sizes", "run_branches", "run_one",
            "run_stack", "set_threads", "shape_keys", "trained_tokens"]
 
@@ -64,35 +64,10 @@ def check_stackable(configs: Sequence[RunConfig]) -> None:
 
 
 def check_inputs(configs: Sequence[RunConfig]) -> None:
-    """Everything the configs' runs read before they train, checked once: the device, the corpus
-    with its tokenizer, held-out documents for the probe, and every task (each `jsonl:` file
-    parsed). Raises the ScalingError (one line) a run would hit later, after its pretraining."""
-    from scaling.data.tasks import get_task
-    from scaling.data.tokens import load_pretrain_data
-    from scaling.errors import DataError
-    from scaling.train.loop import resolve_device
+    """Everything the configs' runs read, checked once before any trains (`scaling.train.preflight`)."""
+    from scaling.train.preflight import check_inputs as check
 
-    checked: set[tuple[object, ...]] = set()
-    for config in configs:
-        if ("device", config.device) not in checked:
-            resolve_device(config.device)
-            checked.add(("device", config.device))
-        data = load_pretrain_data(config.corpus, config.tokenizer)  # cached: the runs reuse it
-        if config.probes and not data.heldout_docs and ("probe", data.corpus_name) not in checked:
-            raise DataError(f"corpus {data.corpus_name}: no held-out documents for the linear probe (a "
-                            f"pre-tokenized corpus has none); expected a text corpus, or probes = false")
-        checked.add(("probe", data.corpus_name))
-        for task in config.tasks:
-            key = ("task", config.corpus, config.tokenizer, task)
-            if key not in checked:
-                get_task(task, data.tokenizer, data.heldout_docs, seed=config.seed)
-                checked.add(key)
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    check(configs)
 
 
 def cuda_device_count() -> int:

@@ -9,6 +9,7 @@ fine-tuning, probes, the benchmark, and the pipeline that makes a trial's metric
     threads        one group of models per CPU thread
     cooldown       several token budgets from one WSD run
     finetune       fixed-recipe fine-tuning and scoring;  probes: linear probe, QK rank
+    preflight      check_inputs: everything a run reads, checked before it trains
     pipeline       pretrain -> probes -> fine-tune -> score (run_pipeline and its K-model forms)
     bench          throughput against a plain PyTorch loop
 """
