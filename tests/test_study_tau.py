@@ -4,7 +4,6 @@ cell's decays, and adaptive refinement run as ordinary enqueued trials."""
 import math
 
 import numpy as np
-import optuna
 import pytest
 import torch
 
@@ -14,7 +13,7 @@ from scaling.core.schedule import lr_multiplier, mean_lr_multiplier
 from scaling.errors import ConfigError
 from scaling.study import load_spec, run_study, study_status
 from tests import test_study_crash
-from scaling.study.storage import open_storage
+from tests.test_study_branches import trials_by_cell as trials
 
 SPEC = """
 name = "taus"
@@ -134,15 +133,6 @@ def bowl_in_tau(cfg):
     seed = 0.01 * cfg.seed
     return {"val_loss": 3 + (x - math.log(0.7)) ** 2 / 10 + seed, "ft_nll": 2 + (x - math.log(0.35)) ** 2 / 10 + seed,
             "ft_score": 0.5, "tau": t, "steps": n_tokens // cfg.batch_tokens, "seed": cfg.seed, "curve": []}
-
-
-def trials(spec):
-    storage = open_storage(spec.storage_url)
-    try:
-        return {c.name: optuna.load_study(study_name=spec.study_name(c), storage=storage).get_trials()
-                for c in spec.cells()}
-    finally:
-        storage.engine.dispose()
 
 
 @pytest.mark.slow
