@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
 from scaling.errors import FitError
 from scaling.fit import backtest_law, fit_decay_law
+from scaling.fit.laws import observations
 from scaling.fit.optima import cell_estimates
+from scaling.fit.studyfit import choose_carrier
 from scaling.fit.simulate import Truth, coverage, simulate_trials
 
 OBJECTIVES = {"val_loss": "min", "ft_score": "max"}
@@ -96,3 +99,36 @@ def test_law_prediction_intervals_cover_a_new_cell_4x_beyond_the_largest_n():
         assert total == 8 and hits >= 6
         assert result.law_width_decades[objective] < 1.5
         assert 0.8 <= result.rate("cell", objective) <= 0.99
+
+
+def test_the_tolerance_law_can_be_fitted_as_a_timescale(study):
+    """tau_tol = B / (lr decay_tol D): the same cells, the value inverted, the censoring side flipped."""
+    optima, _ = study
+    loss = optima["val_loss"]
+    in_decay, _ = observations(loss, "tolerance")
+    in_tau, _ = observations(loss, "tau_tolerance")
+    flip = {"interior": "interior", "censored_below": "censored_above", "censored_above": "censored_below"}
+    for o, d, t in zip(loss, in_decay, in_tau):
+        assert t.log_value == pytest.approx(math.log(o.batch_tokens / (o.lr * o.n_tokens)) - d.log_value)
+        assert t.kind == flip[d.kind]
+    law = fit_decay_law(loss, response="tau_tolerance", form="tpp")
+    assert law.formula == "ln tau_tol = c + m ln TPP" and law.in_tau and law.estimand == "tolerance"
+
+
+def test_a_timescale_law_is_backtested_on_the_value_it_predicts(study):
+    optima, _ = study
+    bt = backtest_law(optima["ft_score"], response="tau", form="tpp")
+    assert bt.available and bt.response == "tau"
+    by_cell = {o.cell: o for o in optima["ft_score"]}
+    for case in bt.cases:
+        assert case.realised == pytest.approx(by_cell[case.cell].tau_opt)  # tau*, not decay*
+
+
+def test_the_carrier_is_the_law_that_predicted_left_out_cells_best(study):
+    optima, _ = study
+    laws = [fit_decay_law(optima["val_loss"], response="tau", form=f) for f in ("n_d", "tpp", "tpp_fixed")]
+    best = min(laws, key=lambda law: law.held_out)
+    assert choose_carrier(laws) is best and choose_carrier(laws[::-1]) is best
+    # with no held-out error to compare (too few cells to leave one out), the first in line
+    unscored = [replace(law, held_out=math.nan) for law in laws]
+    assert choose_carrier(unscored) is unscored[0] and choose_carrier([]) is None

@@ -49,8 +49,8 @@ def test_fit_study_fits_every_estimand_law_and_claim(study, trials):
 
 def test_to_dict_is_json_with_the_documented_keys(study):
     out = json.loads(json.dumps(study.to_dict(), allow_nan=False))
-    assert out["schema"] == "scaling.fits/2" and out["mode"] == "study"
-    for key in ("noise", "optima", "laws", "tau_laws", "tolerance_laws", "backtests", "claims", "skipped"):
+    assert out["schema"] == "scaling.fits/3" and out["mode"] == "study"
+    for key in ("noise", "optima", "laws", "tau_laws", "tolerance_laws", "carriers", "backtests", "claims", "skipped"):
         assert key in out
     cell = out["optima"][0]
     for key in ("kind", "decay_opt", "low", "high", "decay_tol", "tol_kind", "tol_low", "tol_high", "delta",

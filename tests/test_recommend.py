@@ -14,8 +14,10 @@ from scaling.core.numbers import parse_amount
 from scaling.errors import ConfigError
 from scaling.fit import fit_study
 from scaling.fit.recommend import recommend
-from scaling.fit.simulate import Truth, simulate_trials
+from scaling.fit.simulate import Truth, recommendation_coverage, simulate_trials
 
+# the two-seed quickstart run of 2026-11-29 (results/quickstart at bd7de5f): 4 cells, one interior loss optimum
+QUICKSTART_TWO_SEEDS = Path(__file__).resolve().parent / "data" / "quickstart_two_seeds_bd7de5f.csv"
 QUICKSTART = Path(__file__).resolve().parent / "data" / "quickstart_one_seed_4fb7b96.csv"  # the one-seed quickstart run of 2026-11-27
 
 
@@ -41,7 +43,10 @@ def test_four_times_beyond_the_largest_n_gives_both_optima_with_intervals(fit):
         assert choice.estimand == "optimum" and choice.low < choice.value < choice.high
         assert abs(math.log(choice.value / true)) < 3 * math.log(choice.high / choice.low)
         assert math.log10(choice.high / choice.low) < 1.5
-        assert choice.carried_by.startswith("decay law")  # the study's own recipe
+        # carried by whichever of the decay* and tau* laws predicted left-out cells best
+        carrier = fit.carrier(objective, "optimum")
+        assert carrier.held_out == min(law.held_out for law in (*fit.laws, *fit.tau_laws) if law.objective == objective)
+        assert carrier.formula in choice.carried_by and choice.formula == carrier.formula
     ex = rec.extrapolation
     assert ex.is_extrapolation and ex.n_factor == pytest.approx(4.0) and ex.lr_factor == pytest.approx(1.0)
     assert ex.backtest_distance == pytest.approx(1e5 / 5.6e4)
@@ -54,9 +59,10 @@ def test_another_recipe_is_carried_through_the_tau_law(fit):
     half_lr = recommend(fit=fit, n_params=1e5, tpp=20, lr=fit.lr / 2)
     for key in ("decay_loss_opt", "decay_plastic_opt"):
         a, b = getattr(base, key), getattr(half_lr, key)
-        assert "tau law" in b.carried_by and "decay* = B / (lr tau* D)" in b.carried_by
+        assert "tau law" in b.carried_by and "decay = B / (lr tau* D)" in b.carried_by
         # at the same tau* (the law does not see lr), half the lr needs twice the decay
-        tau_law = fit.tau_law(a.objective)
+        tau_law = fit.carrier(a.objective, "optimum", tau_only=True)
+        assert tau_law.in_tau
         expected = fit.batch_tokens / (fit.lr / 2 * 2e6 * tau_law.predict(1e5, 2e6).value)
         assert b.value == pytest.approx(expected, rel=1e-9)
     assert half_lr.extrapolation.lr_factor == pytest.approx(0.5)
@@ -168,3 +174,30 @@ def test_cli_bad_or_absurd_input_is_one_line_and_exit_2(trials_csv, capsys, args
     err = captured.err.strip().splitlines()[-1]
     assert err.startswith("scaling recommend: error: ") and message in err and "Traceback" not in captured.err
     assert captured.out == ""  # nothing (and no non-finite JSON) written
+
+
+def test_recommendation_coverage_counts_each_choice_against_the_truth_of_its_estimand():
+    """A small run of benchmarks/coverage_recommend.py (which runs hundreds of studies)."""
+    result = recommendation_coverage(3, n_bootstrap=20, first_seed=40)
+    print("\n".join(result.lines()))
+    for choice in ("decay_loss_opt", "decay_plastic_opt"):
+        by_estimand = result.hits[choice]
+        assert set(by_estimand) <= {"optimum", "tolerance"}
+        assert sum(total for _, total in by_estimand.values()) == 3 - result.failures
+        assert all(0 <= hits <= total for hits, total in by_estimand.values())
+        assert sum(result.carriers[choice].values()) == 3 - result.failures
+        assert result.widths[choice] > 0
+
+
+def test_an_optimum_law_that_could_not_be_checked_yields_to_a_checked_tolerance_law():
+    """Only one cell has an interior loss optimum: its tau* law rests on one estimate and three
+    bounds and cannot be cross-validated, so the recommendation uses the tolerance law."""
+    df = pd.read_csv(QUICKSTART_TWO_SEEDS)
+    fit = fit_study(df, n_bootstrap=40)
+    optimum = fit.carrier("val_loss", "optimum")
+    assert optimum is None or not math.isfinite(optimum.held_out)
+    rec = recommend(fit=fit, n_params=4 * df["n_params"].max(), tpp=20)
+    tolerance = fit.carrier("val_loss", "tolerance")
+    assert math.isfinite(tolerance.held_out)
+    assert rec.decay_loss_opt.estimand == "tolerance" and rec.decay_loss_opt.formula == tolerance.formula
+    assert "could not be checked on a cell it had not seen" in rec.decay_loss_opt.reason or optimum is None

@@ -1,4 +1,4 @@
-"""Backtest: refit a decay law without the largest model size and predict it.
+"""Backtest: refit a decay (or timescale) law without the largest model size and predict it.
 
 This is the check that separates a recommendation from a guess (design.md section 4.4): the
 cells of the largest N are held out, the law is refitted on the rest (the same automatic choice
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scaling.errors import FitError
-from scaling.fit.laws import fit_decay_law
+from scaling.fit.laws import RESPONSES, fit_decay_law, observations
 from scaling.fit.optima import CellOptimum
 
 
@@ -47,6 +47,8 @@ class Backtest:
     level: float
     cases: tuple[BacktestCase, ...]
     distance: float = float("nan")  # held-out N / largest training N
+    response: str = "decay"  # what the law predicts (laws.RESPONSES): decay*, tau*, decay_tol or tau_tol
+    law_form: str | None = None  # form of the full-data law this checks (the refit's `form` may degrade)
 
     @property
     def mean_abs_log_error(self) -> float:
@@ -69,6 +71,8 @@ class Backtest:
             "reason": self.reason,
             "held_out_n_params": self.held_out_n_params,
             "form": self.form,
+            "response": self.response,
+            "law_form": self.law_form,
             "n_train_cells": self.n_train_cells,
             "level": self.level,
             "distance": self.distance if math.isfinite(self.distance) else None,
@@ -84,34 +88,36 @@ class Backtest:
 def backtest_law(
     optima: Sequence[CellOptimum], *, level: float = 0.9, form: str = "auto", response: str = "decay"
 ) -> Backtest:
-    """Hold out the largest N, refit on the rest, predict the held-out interior cells."""
+    """Hold out the largest N, refit the `response` law (laws.RESPONSES) on the rest, predict the
+    held-out cells where that response is interior (a realised value, not a bound)."""
     if not optima:
         raise FitError("backtest: no cell optima")
     objective = optima[0].objective
     largest = max(o.n_params for o in optima)
     train = [o for o in optima if o.n_params < largest]
-    test = [o for o in optima if o.n_params == largest and o.bracketed]
+    held, _ = observations([o for o in optima if o.n_params == largest], response)
+    test = [ob for ob in held if ob.kind == "interior"]
     distance = largest / max((o.n_params for o in train), default=math.nan)
 
     def unavailable(reason: str, form_used: str | None = None) -> Backtest:
-        return Backtest(objective, False, reason, largest, form_used, len(train), level, (), distance)
+        return Backtest(objective, False, reason, largest, form_used, len(train), level, (), distance, response)
 
     if not test:
-        return unavailable(f"no interior optimum at the largest N ({largest:.3g}) to check against")
+        return unavailable(f"no interior {RESPONSES[response]} at the largest N ({largest:.3g}) to check against")
     try:
         law = fit_decay_law(train, form=form, response=response, cross_validate=False)
     except FitError as exc:
         return unavailable(f"cannot refit without the largest N: {exc}")
     cases = []
-    for cell in test:
-        pred = law.predict(cell.n_params, cell.n_tokens, level=level)
-        realised = cell.tau_opt if response == "tau" else cell.decay_opt
-        err = pred.log_value - math.log(realised)
+    for ob in test:
+        pred = law.predict(ob.n_params, ob.n_tokens, level=level)
+        realised = math.exp(ob.log_value)
+        err = pred.log_value - ob.log_value
         cases.append(
             BacktestCase(
-                cell=cell.cell, n_params=cell.n_params, n_tokens=cell.n_tokens, predicted=pred.value,
+                cell=ob.cell, n_params=ob.n_params, n_tokens=ob.n_tokens, predicted=pred.value,
                 low=pred.low, high=pred.high, realised=realised, log_error=err, factor=math.exp(abs(err)),
                 inside=bool(pred.contains(realised)),
             )
         )  # fmt: skip
-    return Backtest(objective, True, None, largest, law.form, law.n_cells, level, tuple(cases), distance)
+    return Backtest(objective, True, None, largest, law.form, law.n_cells, level, tuple(cases), distance, response)

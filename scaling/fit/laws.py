@@ -1,6 +1,7 @@
 """Decay laws: how the per-cell optimum moves with model size N and token budget D.
 
-For each objective separately (design.md section 4.3), with y = ln decay*, ln tau* or ln decay_tol:
+For each objective separately (design.md section 4.3), with y = ln decay*, ln tau*, ln decay_tol or
+ln tau_tol (the tolerance estimand as a timescale, tau_tol = B / (lr * decay_tol * D)):
 
     y = c + a ln N + b ln D          (form "n_d")
     y = c + m ln TPP                 (form "tpp": Power Lines, Bergsma et al. 2025, arXiv 2505.13738,
@@ -45,7 +46,14 @@ FORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "tpp_fixed": (("const",), ("c",), "ln {y} = c - 0.53 ln TPP"),
     "n": (("const", "ln_n"), ("c", "a"), "ln {y} = c + a ln N"),
 }
-RESPONSES = {"decay": "decay*", "tau": "tau*", "tolerance": "decay_tol"}
+RESPONSES = {"decay": "decay*", "tau": "tau*", "tolerance": "decay_tol", "tau_tolerance": "tau_tol"}
+TAU_RESPONSES = frozenset({"tau", "tau_tolerance"})  # laws of a timescale: decay = B / (lr * tau * D)
+TOLERANCE_RESPONSES = frozenset({"tolerance", "tau_tolerance"})
+
+
+def estimand_of(response: str) -> str:
+    """"optimum" (decay*, tau*) or "tolerance" (decay_tol, tau_tol)."""
+    return "tolerance" if response in TOLERANCE_RESPONSES else "optimum"
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,15 @@ class DecayLaw:
         return len(self.cells) + len(self.censored)
 
     @property
+    def in_tau(self) -> bool:
+        """True for a law of a timescale (tau* or tau_tol): it predicts tau, not decay."""
+        return self.response in TAU_RESPONSES
+
+    @property
+    def estimand(self) -> str:
+        return estimand_of(self.response)
+
+    @property
     def tau2_prediction(self) -> float:
         p = len(self.coefficients)
         return self.tau2 * self.n_cells / max(self.n_cells - p, 1)
@@ -184,16 +201,18 @@ def observations(optima: Sequence[CellOptimum], response: str) -> tuple[list[Obs
     """Each cell's estimate or bound for `response`, and the cells that have neither."""
     obs, excluded = [], []
     for o in optima:
-        if response == "tolerance":
+        searched = [d for d in o.decays_searched if d > 0]
+        lo, hi = (min(searched), max(searched)) if searched else (math.nan, math.nan)
+        if response in TOLERANCE_RESPONSES:
             kind, value, sd = o.tol_kind, o.decay_tol, o.tol_log_sd
-            lo, hi = min(d for d in o.decays_searched if d > 0), max(o.decays_searched)
-            edge = {"interior": value, "censored_below": lo, "censored_above": hi}[kind]
         else:
-            kind, sd = o.kind, o.log_sd
-            edge = o.decay_opt if kind == "interior" else (
-                min(d for d in o.decays_searched if d > 0) if kind == "censored_below" else max(o.decays_searched))
+            kind, value, sd = o.kind, o.decay_opt, o.log_sd
+        edge = {"interior": value, "censored_below": lo, "censored_above": hi}[kind]
+        if not (edge > 0 and math.isfinite(edge)):
+            excluded.append((o.cell, f"no positive {RESPONSES[response]} or grid edge"))
+            continue
         log_value = math.log(edge)
-        if response == "tau":
+        if response in TAU_RESPONSES:
             if not (math.isfinite(o.lr) and o.lr > 0 and math.isfinite(o.batch_tokens) and o.batch_tokens > 0):
                 excluded.append((o.cell, "no lr / batch_tokens to compute tau"))
                 continue
@@ -212,8 +231,8 @@ def fit_decay_law(
     ci_level: float = 0.95,
     cross_validate: bool = True,
 ) -> DecayLaw:
-    """Fit ln decay* ("decay"), ln tau* ("tau") or ln decay_tol ("tolerance") across the cells of
-    one objective. form: "auto" (the 3-parameter law if the cells support it, else a 2-parameter
+    """Fit ln decay* ("decay"), ln tau* ("tau"), ln decay_tol ("tolerance") or ln tau_tol
+    ("tau_tolerance") across the cells of one objective. form: "auto" (the 3-parameter law if the cells support it, else a 2-parameter
     one) or one of FORMS."""
     if not optima:
         raise FitError("decay law: no cell optima to fit")

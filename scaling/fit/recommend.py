@@ -9,17 +9,21 @@ For a budget (N, D) and a target recipe (peak lr, batch tokens B; default the st
 plasticity objective `fit.plasticity`: ft_nll minimised or ft_score maximised), each
 {value, low, high} at `level`, from the first of these the study supports:
 
-1. estimand "optimum", the decay* law (censored likelihood, scaling.fit.laws). When the recipe
-   differs from the study's, the optimum is carried through the timescale tau = B / (lr decay D):
-   the tau* law with the smallest held-out error predicts tau*, and decay* = B / (lr tau* D)
-   (Power Lines: tau* depends on the budget, not on lr or B).
-2. estimand "tolerance": the law of decay_tol (largest decay within delta of the best), which
-   exists on a plateau where decay* is not identified, carried the same way.
+1. estimand "optimum": the law of decay* or of the timescale tau* = B / (lr decay* D) (censored
+   likelihood, scaling.fit.laws) with the smallest leave-one-cell-out held-out error
+   (StudyFit.carrier). A tau law gives decay* = B / (lr tau* D) at the target recipe (Power Lines:
+   tau* depends on the budget, not on lr or B); when the recipe differs from the study's, only tau
+   laws are used (a decay law is shifted at fixed tau if there is none).
+2. estimand "tolerance": the same for decay_tol / tau_tol (the largest decay within delta of the
+   best), which exists on a plateau where decay* is not identified. It is used when no optimum law
+   exists, or when the optimum's law could not be checked by leaving a cell out (one interior
+   cell, the rest bounds) and the tolerance law could.
 3. estimand "bound": no law; the per-cell bounds the study measured, with the reason.
 
 Each choice says which law carried it; the extrapolation factors in N, D, tau, lr and B are
 given, and whether the backtest (largest N held out) reached that far in N. A choice whose law
-could not be backtested is labelled "guess". Expected base val_loss: the loss surface at (N, D)
+could not be backtested (the law that carried it, refitted without the largest N) is labelled
+"guess". Expected base val_loss: the loss surface at (N, D)
 plus k (ln decay - ln decay*_loss)^2, k the median curvature of the interior cells' curves.
 A compute budget C is turned into (N, D) with the loss surface's compute-optimal allocation.
 """
@@ -27,6 +31,7 @@ A compute budget C is turned into (N, D) with the loss surface's compute-optimal
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +41,7 @@ from scaling.errors import ConfigError, FitError
 from scaling.fit import text
 from scaling.fit.text import json_number
 from scaling.fit.backtest import Backtest
-from scaling.fit.laws import DecayLaw
+from scaling.fit.laws import RESPONSES, DecayLaw
 from scaling.fit.studyfit import StudyFit, fit_study
 from scaling.fit.table import describe_objective, human
 
@@ -153,7 +158,7 @@ def recommend(
     `fit`. level: coverage of the prediction intervals.
     """
     for name, value in (("lr", lr), ("batch_tokens", batch_tokens)):
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
             raise ConfigError(f"recommend: {name} must be a positive number, got {value!r}")
     if fit is None:
         if df is None:
@@ -182,10 +187,9 @@ def recommend(
             warnings.append(f"{key}: no {objective or 'plasticity objective'} was fitted in this study")
             choices[key] = None
             continue
-        bt = fit.backtest(objective)
+        choice, tau, bt = _choose(fit, objective, n, d, target_lr, target_b, same, level, warnings)
         if bt is not None:
             backtests.append(bt)
-        choice, tau = _choose(fit, objective, n, d, target_lr, target_b, same, level, bt, warnings)
         choices[key] = choice
         if tau is not None:
             taus.append(tau)
@@ -229,31 +233,29 @@ def _close(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or (a > 0 and b > 0 and abs(math.log(a / b)) < 1e-9)
 
 
-def _choose(fit, objective, n, d, lr, b, same, level, bt, warnings) -> tuple[DecayChoice | None, float | None]:
-    """The first estimand the study supports for `objective` (see the module docstring)."""
+def _choose(fit, objective, n, d, lr, b, same, level, warnings) -> tuple[DecayChoice | None, float | None, Backtest | None]:
+    """The first estimand the study supports for `objective` (see the module docstring), carried by
+    that estimand's law with the smallest held-out error (StudyFit.carrier)."""
     key = "decay_loss_opt" if objective == "val_loss" else "decay_plastic_opt"
     shift = 0.0 if same else math.log(b / fit.batch_tokens) - math.log(lr / fit.lr)  # ln decay at fixed tau
-    backtested = bt is not None and bt.available
-    candidates = []
-    law, tau_law = fit.law(objective), fit.tau_law(objective)
-    if not same and tau_law is not None:
-        candidates.append(("optimum", tau_law, "tau"))
-    if law is not None:
-        candidates.append(("optimum", law, "decay"))
-    tol = fit.tolerance_law(objective)
-    if tol is not None:
-        candidates.append(("tolerance", tol, "decay"))
-    for estimand, chosen, via in candidates:
+    options = [(e, law) for e in ("optimum", "tolerance") if (law := fit.carrier(objective, e, tau_only=not same))]
+    # A law that predicted cells it had not seen (finite held-out error) comes first: an optimum
+    # law pinned by one interior cell and bounds yields to a checked tolerance law.
+    checked = [(e, law) for e, law in options if math.isfinite(law.held_out)]
+    for estimand, chosen in (checked or options)[:1]:
+        bt = fit.backtest_for(chosen)
         pred = chosen.predict(n, d, level=level)
-        if via == "tau":  # decay* = B / (lr tau* D): the interval flips
+        name = RESPONSES[chosen.response]
+        held = f"held-out |ln error| {text.fmt(chosen.held_out, 3)}"
+        if chosen.in_tau:  # decay = B / (lr tau D): the interval flips
             base = math.log(b) - math.log(lr) - math.log(d)
             centre, lo, hi = base - pred.log_value, base - pred.log_high, base - pred.log_low
-            carried = (f"tau law {chosen.formula} (held-out |ln error| {text.fmt(chosen.held_out, 3)}), "
-                       f"decay* = B / (lr tau* D) with lr {text.fmt(lr, 3)}, B {text.fmt(b, 3)}")  # fmt: skip
+            carried = (f"tau law {chosen.formula} ({held}), decay = B / (lr {name} D) with lr {text.fmt(lr, 3)}, "
+                       f"B {text.fmt(b, 3)}")  # fmt: skip
             tau = math.exp(pred.log_value) if pred.log_value < 700 else math.inf
         else:
             centre, lo, hi = pred.log_value + shift, pred.log_low + shift, pred.log_high + shift
-            carried = (f"decay law {chosen.formula}" if same else
+            carried = (f"decay law {chosen.formula} ({held})" if same else
                        f"decay law {chosen.formula} shifted to lr {text.fmt(lr, 3)}, B {text.fmt(b, 3)} at fixed "
                        "tau = B / (lr decay D) (no tau law)")  # fmt: skip
             tau = math.exp(math.log(b / (lr * d)) - centre) if abs(math.log(b / (lr * d)) - centre) < 700 else math.inf
@@ -262,22 +264,26 @@ def _choose(fit, objective, n, d, lr, b, same, level, bt, warnings) -> tuple[Dec
                            f"(ln decay {centre:.3g} [{lo:.3g}, {hi:.3g}]); the budget is too far from the study")  # fmt: skip
         reason = None
         if estimand == "tolerance":
-            reason = (f"decay* is not identified by a law ({_why_no_law(fit, objective)}); this is the largest decay "
-                      f"within {_delta(fit, objective):g} of the best (decay_tol)")  # fmt: skip
+            reason = (f"decay* is not identified by a law ({_why_no_law(fit, objective, not same)}); this is the "
+                      f"largest decay within {_delta(fit, objective):g} of the best (decay_tol)")  # fmt: skip
             warnings.append(f"{key}: {reason}")
-        label = "backtested" if backtested and estimand == "optimum" else "guess"
+        label = "backtested" if bt is not None and bt.available else "guess"
         if label == "guess":
             warnings.append(f"{key} is a guess: " + (bt.reason if bt is not None and not bt.available else
                                                      "its law was not backtested"))  # fmt: skip
         warnings.extend(_law_notes(chosen, n, d))
         return DecayChoice(objective, math.exp(centre), math.exp(lo), math.exp(hi), level, estimand, chosen.formula,
-                           chosen.form, carried, label, None, reason), tau  # fmt: skip
+                           chosen.form, carried, label, None, reason), tau, bt  # fmt: skip
     bound = _bound(fit, objective)
     warnings.append(f"{key}: no law could be fitted; {bound[2]}")
-    return DecayChoice(objective, None, bound[0], bound[1], level, "bound", "", "", "", "guess", None, bound[2]), None
+    return DecayChoice(objective, None, bound[0], bound[1], level, "bound", "", "", "", "guess", None, bound[2]), None, None
 
 
-def _why_no_law(fit, objective) -> str:
+def _why_no_law(fit, objective, tau_only: bool = False) -> str:
+    law = fit.carrier(objective, "optimum", tau_only=tau_only)
+    if law is not None:
+        return (f"its best law {law.formula} rests on {len(law.cells)} interior and {len(law.censored)} censored "
+                "cells and could not be checked on a cell it had not seen")  # fmt: skip
     for w in fit.warnings:
         if w.startswith(f"{objective}: no decay law: "):
             return w.removeprefix(f"{objective}: no decay law: ").removeprefix(f"{objective}: ")
@@ -323,7 +329,7 @@ def _table_range(df: pd.DataFrame, column: str) -> tuple[float, float]:
 def _given(n_params, n_tokens, tpp) -> tuple[float, float, str]:
     """(N, D) from n_params with n_tokens or tpp, checked."""
     for name, value in (("n_params", n_params), ("n_tokens", n_tokens), ("tpp", tpp)):
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
             raise ConfigError(f"recommend: {name} must be a positive number, got {value!r}")
     if n_params is None or (n_tokens is None) == (tpp is None):
         raise ConfigError("recommend: give n_params with exactly one of n_tokens or tpp, or compute alone")
@@ -336,7 +342,7 @@ def _given(n_params, n_tokens, tpp) -> tuple[float, float, str]:
 def _budget(fit: StudyFit, n_params, n_tokens, tpp, compute, warnings: list[str]) -> tuple[float, float, str]:
     given = {"n_params": n_params, "n_tokens": n_tokens, "tpp": tpp, "compute": compute}
     for name, value in given.items():
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
             raise ConfigError(f"recommend: {name} must be a positive number, got {value!r}")
     if compute is not None:
         if any(v is not None for v in (n_params, n_tokens, tpp)):
@@ -367,8 +373,10 @@ def _law_notes(law: DecayLaw, n: float, d: float) -> list[str]:
         notes.append(
             f"{law.objective} law was fitted at TPP {text.fmt(lo, 3)} only; TPP {text.fmt(d / n, 3)} is outside what it saw"
         )
-    if law.form == "tpp" and not (law.n_range[0] * 0.999 <= n <= law.n_range[1] * 1.001):
-        notes.append(f"{law.objective} law ignores N (too few cells to fit it); N = {human(n)} is outside the fitted sizes")
+    if law.form in ("tpp", "tpp_fixed") and not (law.n_range[0] * 0.999 <= n <= law.n_range[1] * 1.001):
+        why = ("Power Lines: a timescale that depends on TPP, not on N" if law.in_tau else
+               "too few cells to fit it")  # fmt: skip
+        notes.append(f"{law.objective} law {law.formula} ignores N ({why}); N = {human(n)} is outside the fitted sizes")
     return notes
 
 
@@ -464,6 +472,11 @@ def _summary(rec: Recommendation) -> str:
     return "\n".join(lines)
 
 
+
+
+def _is_number(value) -> bool:
+    """A real number, numpy's included (np.int64 is not an int), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _finite(x) -> float | None:

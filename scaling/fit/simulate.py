@@ -271,3 +271,97 @@ def coverage(
         law_width_decades={o: float(np.median(w)) if w else math.nan for o, w in widths.items()},
         law_failures=failures,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RecommendationCoverage:
+    """How often `recommend`'s intervals held the truth of the estimand they give (see
+    `recommendation_coverage`)."""
+
+    n_studies: int
+    level: float
+    hits: dict  # choice ("decay_loss_opt", "decay_plastic_opt") -> {estimand: (hits, studies)}
+    widths: dict  # choice -> median interval width in decades over the studies with a value
+    carriers: dict  # choice -> {law formula: studies}
+    backtested: dict  # choice -> studies labelled "backtested"
+    failures: int  # studies where recommend raised
+
+    def lines(self) -> list[str]:
+        out = []
+        for choice, by in self.hits.items():
+            hits = sum(h for h, _ in by.values())
+            total = sum(t for _, t in by.values())
+            parts = ", ".join(f"{e} {h}/{t}" for e, (h, t) in sorted(by.items()))
+            laws = ", ".join(f"{f}: {n}" for f, n in sorted(self.carriers[choice].items(), key=lambda kv: -kv[1]))
+            out.append(f"{choice}: covered {hits}/{total} = {hits / max(total, 1):.3f} ({parts}); median width "
+                       f"{self.widths[choice]:.2f} decades; backtested in {self.backtested[choice]}; laws {laws}")  # fmt: skip
+        out.append(f"recommend failed in {self.failures} of {self.n_studies} studies")
+        return out
+
+
+def recommendation_coverage(
+    n_studies: int,
+    truth: Truth = Truth(),
+    *,
+    seeds: int = 2,
+    n_params: Sequence[float] = (1.3e4, 5.6e4),
+    tpp: Sequence[float] = (20.0, 80.0),
+    taus: Sequence[float] = (1.0, 0.5, 0.25, 0.125),
+    n_bootstrap: int = 100,
+    level: float = 0.9,
+    factor: float = 4.0,
+    tpp_new: float = 20.0,
+    delta: float = 0.01,
+    first_seed: int = 0,
+) -> RecommendationCoverage:
+    """Simulate studies (default: the quickstart's cells, grid and seeds, plasticity = "nll"),
+    call `recommend` for a new cell at `factor` x the largest N and `tpp_new`, and count how often
+    each choice's interval holds the truth of the estimand it reports: decay* of a fresh cell
+    (its own deviation from the law) for "optimum", that cell's decay_tol over the study's tau
+    grid for "tolerance". This checks the whole path: per-cell fits, the choice of law by
+    held-out error, the fallback to the tolerance estimand and the interval."""
+    from scaling.errors import FitError
+    from scaling.fit.recommend import recommend
+
+    choices = {"decay_loss_opt": ("val_loss", "tol_loss"), "decay_plastic_opt": ("ft_score", "tol_plastic")}
+    hits = {c: {} for c in choices}
+    widths = {c: [] for c in choices}
+    carriers = {c: {} for c in choices}
+    backtested = {c: 0 for c in choices}
+    failures = 0
+    n_new = factor * max(n_params)
+    d_new = n_new * tpp_new
+    scale = truth.batch_tokens / (truth.lr * d_new)
+    for k in range(n_studies):
+        rng = np.random.default_rng(first_seed + k)
+        trials, _ = simulate_trials(truth, n_params=n_params, tpp=tpp, taus=taus, seeds=seeds, rng=rng,
+                                    delta=delta, plasticity="nll")  # fmt: skip
+        try:
+            rec = recommend(trials, n_params=n_new, tpp=tpp_new, level=level, n_bootstrap=n_bootstrap,
+                            seed=first_seed + k)  # fmt: skip
+        except FitError:
+            failures += 1
+            continue
+        for choice, (objective, _) in choices.items():
+            got = getattr(rec, choice)
+            dev = float(rng.normal(0.0, truth.cell_sd))
+            u_opt = float(truth.log_tau_opt(objective, n_new, d_new, dev))
+            if got is None or got.value is None:
+                continue
+            if got.estimand == "tolerance":
+                true = scale * true_tolerance(truth.shape(objective), u_opt, taus, delta)
+            else:
+                true = math.exp(float(truth.log_decay_opt(objective, n_new, d_new, dev)))
+            h, t = hits[choice].get(got.estimand, (0, 0))
+            hits[choice][got.estimand] = (h + bool(got.low <= true <= got.high), t + 1)
+            if got.low > 0 and math.isfinite(got.high):
+                widths[choice].append(math.log10(got.high / got.low))
+            else:
+                widths[choice].append(math.inf)
+            carriers[choice][got.formula] = carriers[choice].get(got.formula, 0) + 1
+            backtested[choice] += got.label == "backtested"
+    return RecommendationCoverage(
+        n_studies=n_studies, level=level, hits=hits,
+        widths={c: float(np.median(w)) if w else math.nan for c, w in widths.items()},
+        carriers=carriers, backtested=backtested, failures=failures,
+    )  # fmt: skip

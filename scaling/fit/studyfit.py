@@ -5,7 +5,7 @@ and Power Lines), backtests, and the loss surface fitted to each cell's loss at 
 A table without one (only N, D and a loss, e.g. Chinchilla's points) gets the loss surface alone.
 `StudyFit.to_dict()` is what `scaling fit` writes to fits.json; `summary()` is its text.
 
-fits.json (schema "scaling.fits/2"; every NaN or infinity is written as null):
+fits.json (schema "scaling.fits/3"; every NaN or infinity is written as null):
 
     schema, source, mode ("study" | "surface"), n_trials, n_cells, settings {...}, n_range, d_range
     E, A, B, alpha, beta        the surface parameters again at the top level (only if fitted)
@@ -20,11 +20,15 @@ fits.json (schema "scaling.fits/2"; every NaN or infinity is written as null):
         tol_low, tol_high, delta, n_trials, n_seeds, interval_basis, evidence, tau_opt, ...}]
     laws: {objective: null | law}      ln decay* = ... (censored likelihood; see laws.py)
     tau_laws: {objective: [law, ...]}  ln tau*: the N-D form, Power Lines m free, m = -0.53
-    tolerance_laws: {objective: null | law}   ln decay_tol = ...
+    tolerance_laws: {objective: [law, ...]}   ln decay_tol = ... and ln tau_tol = ... (its forms)
+    carriers: {objective: {optimum: null | {response, form, formula, held_out}, tolerance: ...}}
+                                       the law of each estimand that `recommend` uses: the smallest
+                                       held-out error among that estimand's laws (choose_carrier)
         law: {objective, response, form, formula, coefficients {name: {term, value, se, low,
         high}}, cells, censored [{cell, kind, bound}], tau2, between_cell_sd, df_resid,
         held_out_mean_abs_log_error, held_out_cells, warnings, n_range, d_range, tpp_range}
-    backtests: {objective: null | {available, reason, held_out_n_params, distance, cases, ...}}
+    backtests: {objective: null | {available, reason, response, law_form, held_out_n_params, distance,
+        cases, ...}}                   the backtest of the optimum carrier (tolerance carrier if none)
     claims: [{name, statement, verdict ("supports" | "does not support" | "cannot tell"), level,
         note, pooled [{label, value, low, high, censored, verdict}], rows [...]}]
     skipped: [{cell, reason}]          cells the response model could not be fitted to
@@ -38,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,12 +52,12 @@ from scaling.errors import DataError, FitError
 from scaling.fit import text
 from scaling.fit.backtest import Backtest, backtest_law
 from scaling.fit.claims import Claim, optima_fall_with_tpp, plastic_above_loss
-from scaling.fit.laws import DecayLaw, fit_decay_law
+from scaling.fit.laws import RESPONSES, DecayLaw, fit_decay_law
 from scaling.fit.optima import CellOptimum, cell_estimates
 from scaling.fit.surface import LossSurface, fit_loss_surface
 from scaling.fit.table import apply_columns, describe_objective, human, plain, plasticity_objective, prepare_table
 
-SCHEMA = "scaling.fits/2"
+SCHEMA = "scaling.fits/3"
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,21 @@ class StudyFit:
     def law(self, objective: str) -> DecayLaw | None:
         return next((law for law in self.laws if law.objective == objective), None)
 
+    def carrier(self, objective: str, estimand: str = "optimum", *, tau_only: bool = False) -> DecayLaw | None:
+        """The law that carries `objective`'s estimand ("optimum": decay* or tau*; "tolerance":
+        decay_tol or tau_tol) to a new budget: of the laws fitted for it, the one with the smallest
+        held-out error (choose_carrier). tau_only: only timescale laws, if there are any (a
+        recipe with another lr or batch size is reached through tau)."""
+        pool = [law for law in (*self.laws, *self.tau_laws, *self.tolerance_laws)
+                if law.objective == objective and law.estimand == estimand]  # fmt: skip
+        if tau_only and any(law.in_tau for law in pool):
+            pool = [law for law in pool if law.in_tau]
+        return choose_carrier(pool)
+
+    def backtest_for(self, law: DecayLaw | None) -> Backtest | None:
+        """The backtest of `law` (the same objective, response and form, refitted without the largest N)."""
+        return next((b for b in self.backtests if _checks(b, law)), None) if law is not None else None
+
     def tau_law(self, objective: str, form: str | None = None) -> DecayLaw | None:
         """The tau law of `objective` in `form`, or (form None) the one with the smallest held-out error."""
         laws = [law for law in self.tau_laws if law.objective == objective and (form is None or law.form == form)]
@@ -98,14 +117,18 @@ class StudyFit:
             return min(laws, key=lambda law: law.held_out if math.isfinite(law.held_out) else math.inf)
         return laws[0] if laws else None
 
-    def tolerance_law(self, objective: str) -> DecayLaw | None:
-        return next((law for law in self.tolerance_laws if law.objective == objective), None)
+    def tolerance_law(self, objective: str, response: str = "tolerance") -> DecayLaw | None:
+        """The decay_tol law of `objective` (response "tau_tolerance": the tau_tol law with the smallest held-out error)."""
+        pool = [law for law in self.tolerance_laws if law.objective == objective and law.response == response]
+        return choose_carrier(pool)
 
     def claim(self, name: str) -> Claim | None:
         return next((c for c in self.claims if c.name == name), None)
 
     def backtest(self, objective: str) -> Backtest | None:
-        return next((b for b in self.backtests if b.objective == objective), None)
+        """The backtest of `objective`'s optimum carrier (its tolerance carrier when no optimum law exists)."""
+        law = self.carrier(objective, "optimum") or self.carrier(objective, "tolerance")
+        return self.backtest_for(law)
 
     def optima_for(self, objective: str) -> tuple[CellOptimum, ...]:
         return tuple(o for o in self.optima if o.objective == objective)
@@ -131,7 +154,10 @@ class StudyFit:
         out["laws"] = {obj: _maybe(self.law(obj)) for obj, _ in self.objectives}
         out["tau_laws"] = {obj: [law.to_dict() for law in self.tau_laws if law.objective == obj]
                            for obj, _ in self.objectives}  # fmt: skip
-        out["tolerance_laws"] = {obj: _maybe(self.tolerance_law(obj)) for obj, _ in self.objectives}
+        out["tolerance_laws"] = {obj: [law.to_dict() for law in self.tolerance_laws if law.objective == obj]
+                                 for obj, _ in self.objectives}  # fmt: skip
+        out["carriers"] = {obj: {e: _carrier_dict(self.carrier(obj, e)) for e in ("optimum", "tolerance")}
+                           for obj, _ in self.objectives}  # fmt: skip
         out["backtests"] = {obj: _maybe(self.backtest(obj)) for obj, _ in self.objectives}
         out["claims"] = [c.to_dict() for c in self.claims]
         out["skipped"] = [{"cell": c, "reason": r} for c, r in self.skipped]
@@ -227,22 +253,32 @@ def fit_study(
         else:
             laws.append(law)
             warnings.extend(law.warnings)
-            backtests.append(backtest_law(cells, level=level, form=law_form))
-            if not backtests[-1].available:
-                warnings.append(f"{objective}: no backtest ({backtests[-1].reason}); a prediction is a guess")
         try:
             tol_laws.append(fit_decay_law(cells, form=law_form, response="tolerance", ci_level=ci_level))
         except FitError as exc:
             warnings.append(f"{objective}: no tolerance law: {exc}")
         if {"lr", "batch_tokens"} <= set(table.columns):
-            for form in ("auto", "tpp", "tpp_fixed"):
-                try:
-                    tau_law = fit_decay_law(cells, response="tau", form=form, ci_level=ci_level)
-                except FitError as exc:
-                    warnings.append(f"{objective}: no timescale law ({form}): {exc}")
-                    continue
-                if not any(t.objective == objective and t.form == tau_law.form for t in tau_laws):
-                    tau_laws.append(tau_law)
+            for response, into, what in (("tau", tau_laws, "timescale law"), ("tau_tolerance", tol_laws, "tau_tol law")):
+                for form in ("auto", "tpp", "tpp_fixed"):
+                    try:
+                        tau_law = fit_decay_law(cells, response=response, form=form, ci_level=ci_level)
+                    except FitError as exc:
+                        warnings.append(f"{objective}: no {what} ({form}): {exc}")
+                        continue
+                    if not any(t.objective == objective and t.response == response and t.form == tau_law.form
+                               for t in into):  # fmt: skip
+                        into.append(tau_law)
+        candidates = [law for law in (*laws, *tau_laws, *tol_laws) if law.objective == objective]
+        for law in candidates:
+            refit_form = law_form if law.response in ("decay", "tolerance") else law.form
+            bt = backtest_law(cells, level=level, form=refit_form, response=law.response)
+            backtests.append(replace(bt, law_form=law.form))
+        for estimand in ("optimum", "tolerance"):
+            chosen = choose_carrier([law for law in candidates if law.estimand == estimand])
+            bt = next((b for b in backtests if _checks(b, chosen)), None) if chosen is not None else None
+            if bt is not None and not bt.available:
+                warnings.append(f"{objective}: no backtest of the {estimand} law {chosen.formula} ({bt.reason}); a "
+                                "prediction from it is a guess")  # fmt: skip
 
     claims = []
     by_objective = {obj: est.optima[obj] for obj, _ in fitted}
@@ -280,6 +316,29 @@ def fit_study(
         batch_tokens=_median(table, "batch_tokens"),
         plasticity=plasticity,
     )
+
+
+def _carrier_dict(law: DecayLaw | None) -> dict | None:
+    if law is None:
+        return None
+    return {"response": law.response, "form": law.form, "formula": law.formula,
+            "held_out_mean_abs_log_error": text.json_number(law.held_out), "held_out_cells": law.held_out_n}  # fmt: skip
+
+
+def choose_carrier(laws) -> DecayLaw | None:
+    """Of competing laws for one estimand, the one with the smallest leave-one-cell-out held-out
+    |ln error| (the forms are compared on the cells they predict, not on their fit); with no
+    finite held-out error anywhere, the first (the direct decay law before the timescale laws)."""
+    laws = [law for law in laws if law is not None]
+    scored = [law for law in laws if math.isfinite(law.held_out)]
+    if scored:
+        return min(scored, key=lambda law: law.held_out)
+    return laws[0] if laws else None
+
+
+def _checks(bt: Backtest, law: DecayLaw | None) -> bool:
+    return (law is not None and bt.objective == law.objective and bt.response == law.response
+            and bt.law_form == law.form)  # fmt: skip
 
 
 def _median(table: pd.DataFrame, col: str) -> float:
@@ -482,19 +541,20 @@ def _span(low: float, high: float) -> str:
 
 
 def _laws_text(fit: StudyFit, objective: str) -> str:
-    laws = [law for law in (fit.law(objective), fit.tolerance_law(objective)) if law is not None]
-    laws += [law for law in fit.tau_laws if law.objective == objective]
+    laws = [law for law in (*fit.laws, *fit.tolerance_laws, *fit.tau_laws) if law.objective == objective]
     if not laws:
         return f"Laws: {objective}: none could be fitted (see the warnings)"
+    carriers = [fit.carrier(objective, e) for e in ("optimum", "tolerance")]
     pct = f"{round(100 * laws[0].ci_level)}% CI"
     rows = []
     for law in laws:
         coefs = "  ".join(f"{c.name}={text.fmt(c.value, 3)} [{text.fmt(c.low, 3)}, {text.fmt(c.high, 3)}]"
                           for c in law.coefficients)  # fmt: skip
-        rows.append([law.formula, coefs, f"{len(law.cells)}+{len(law.censored)}", text.fmt(math.sqrt(law.tau2), 3),
+        rows.append([("* " if any(law is c for c in carriers) else "  ") + law.formula, coefs,
+                     f"{len(law.cells)}+{len(law.censored)}", text.fmt(math.sqrt(law.tau2), 3),
                      text.fmt(law.held_out, 3) + (f" ({law.held_out_n})" if law.held_out_n else "")])  # fmt: skip
     head = (f"Laws: {objective} (censored likelihood; cells = interior + censored; held-out = leave-one-cell-out "
-            f"mean |ln error|)")  # fmt: skip
+            f"mean |ln error|; * = the law each estimand is carried by: the smallest held-out error)")  # fmt: skip
     return head + "\n" + text.table(["law", f"coefficients ({pct})", "cells", "between-cell sd", "held-out"], rows)
 
 
@@ -515,7 +575,8 @@ def _surface_text(s: LossSurface) -> str:
 
 
 def _backtest_text(bt: Backtest) -> str:
-    head = (f"Backtest: {bt.objective} decay law, largest N = {human(bt.held_out_n_params)} held out "
+    what = RESPONSES.get(bt.response, bt.response)
+    head = (f"Backtest: {bt.objective} {what} law ({bt.law_form or bt.form}), largest N = {human(bt.held_out_n_params)} held out "
             f"({bt.distance:.3g}x beyond the refit's largest N)")  # fmt: skip
     if not bt.available:
         return f"{head}: not possible ({bt.reason}); predictions are guesses"
