@@ -210,7 +210,7 @@ def test_a_plasticity_nll_study_reports_ft_nll_as_the_plasticity_objective():
     finetune = drawn["finetune-vs-decay"].figure
     assert [a.text for a in finetune.layout.annotations] == ["ft_nll @ 10 TPP", "ft_nll @ 40 TPP",
                                                              "ft_nll_gain @ 10 TPP", "ft_nll_gain @ 40 TPP"]  # fmt: skip
-    assert any(t.name and t.name.startswith("plasticity-optimal decay*") for t in finetune.data)  # its stars
+    assert any(t.name and t.name.startswith("plasticity-optimal tau*") for t in finetune.data)  # its stars, in tau
     pareto = drawn["pareto"].figure
     assert pareto.layout.yaxis.title.text == "ft_nll (lower is better)"
     best = next(t for t in pareto.data if t.name == "plasticity-optimal trial")  # the lowest ft_nll of the cell

@@ -56,6 +56,28 @@ def tasks_of(trials: pd.DataFrame) -> tuple[str, ...]:
     return tuple(m.group(1) for c in trials.columns if (m := _TASK_AFTER.match(str(c))))
 
 
+def timescale_constants(trials: pd.DataFrame) -> pd.Series | None:
+    """k = B/(lr D) of every trial (batch_tokens, peak lr, n_tokens), so that its timescale is
+    tau = k / decay (Bergsma et al. 2025); computed from the settings rather than read from a
+    `tau` column, so tables written before there was one work too. None when any trial lacks a
+    finite positive lr, batch_tokens or n_tokens: such a table is drawn against decay."""
+    if any(c not in trials.columns for c in ("lr", "batch_tokens", "n_tokens")) or trials.empty:
+        return None
+    lr, batch, tokens = (pd.to_numeric(trials[c], errors="coerce").to_numpy(dtype=float)
+                         for c in ("lr", "batch_tokens", "n_tokens"))  # fmt: skip
+    settings = np.stack([lr, batch, tokens])
+    if not (np.isfinite(settings).all() and (settings > 0).all()):
+        return None
+    return pd.Series(batch / (lr * tokens), index=trials.index, name="k")
+
+
+def timescales(k, decay) -> np.ndarray:
+    """tau = k / decay, inf at decay 0 (no decay: an infinitely long EMA) and 0 at decay inf."""
+    k, d = np.broadcast_arrays(np.asarray(k, dtype=float), np.asarray(decay, dtype=float))
+    with np.errstate(divide="ignore"):
+        return np.where(d > 0, k / np.where(d > 0, d, 1.0), np.where(d == 0, np.inf, np.nan))
+
+
 def check_trials(df: pd.DataFrame, source: str = "trials table") -> pd.DataFrame:
     """The table the report draws: required columns present and valid (DataError otherwise),
     numeric metric columns, a `cell` label and a `trial_number` on every row."""

@@ -15,13 +15,14 @@ from plotly.subplots import make_subplots
 from scaling.fit import CellOptimum
 from scaling.fit.table import direction_of, human
 from scaling.report.analysis import ReportFit
-from scaling.report.data import MECHANISMS, StudyTables, curves_with_decay
+from scaling.report.data import MECHANISMS, StudyTables, curves_with_decay, timescale_constants, timescales
 from scaling.report.style import (
     DECAY_SCALE,
     OBJECTIVE_COLOURS,
     OBJECTIVE_NAMES,
     PANEL_HEIGHT,
     DecayAxis,
+    TauAxis,
     base_layout,
     size_colours,
     size_label,
@@ -111,19 +112,88 @@ class _Views:
         )])  # fmt: skip
 
 
-def _decay_xaxis(fig: go.Figure, axis: DecayAxis, row: int, col: int, title: str | None = "decay") -> None:
-    fig.update_xaxes(type="log", title_text=title, row=row, col=col, **axis.ticks())
+class XScale:
+    """Where a cell's decay lands on a per-cell curve figure's x axis. When every trial records a
+    finite positive lr, batch_tokens and n_tokens: at its timescale tau = k / decay on a TauAxis,
+    k = B/(lr D) of the cell (the median over its trials; one peak lr and batch per cell in every
+    spec), so the sizes of one token budget line up; otherwise at decay on a DecayAxis."""
+
+    def __init__(self, trials: pd.DataFrame):
+        k = timescale_constants(trials)
+        self.k: dict[str, float] | None = None if k is None else k.groupby(trials["cell"]).median().to_dict()
+        if self.k is None:
+            self.axis: DecayAxis | TauAxis = DecayAxis(trials["decay"])
+        else:
+            self.axis = TauAxis(self.value(trials["cell"], trials["decay"]))
+
+    @property
+    def is_tau(self) -> bool:
+        return self.k is not None
+
+    @property
+    def title(self) -> str:
+        return TauAxis.TITLE if self.is_tau else "decay"
+
+    @property
+    def versus(self) -> str:
+        """Words for figure titles: what the curves are drawn against."""
+        return "timescale tau" if self.is_tau else "weight decay"
+
+    def value(self, cell, decay) -> np.ndarray:
+        """tau of `decay` in `cell` (cells: one label, or one per decay), or decay itself."""
+        d = np.asarray(decay, dtype=float)
+        if self.k is None:
+            return d
+        cells = np.broadcast_to(np.asarray(cell, dtype=object), d.shape)
+        return timescales([self.k.get(str(c), math.nan) for c in cells.ravel()], d.ravel()).reshape(d.shape)
+
+    def x(self, cell, decay) -> np.ndarray:
+        return self.axis.x(self.value(cell, decay))
+
+    def label(self, cell: str, decay: float) -> str:
+        """'tau 0.25 (decay 0.012)', 'tau ∞ (decay 0)', or 'decay 0.012'."""
+        d = "0" if decay <= 0 else f"{decay:.3g}"
+        if not self.is_tau:
+            return f"decay {d}"
+        return f"tau {self.axis.label(float(self.value(cell, decay)))} (decay {d})"
+
+    def interval(self, cell: str, low: float, high: float) -> tuple[float, float]:
+        """A decay interval [low, high] in axis units, ends ordered: in tau the ends flip,
+        tau_low = B/(lr high D)."""
+        a, b = (float(v) for v in self.value(cell, [low, high]))
+        return (b, a) if self.is_tau else (a, b)
+
+    def position(self, v: float) -> float | None:
+        """Where axis value `v` (tau or decay) is drawn; None where the axis cannot show it (tau 0,
+        decay inf, NaN, or the decay-0 end of an axis without decay 0 searched)."""
+        if self.is_tau:
+            ok = v > 0 and (math.isfinite(v) or (v == math.inf and self.axis.has_inf))
+        else:
+            ok = math.isfinite(v) and (v > 0 or (v == 0 and self.axis.has_zero))
+        return float(self.axis.x(v)) if ok else None
+
+    def bar(self, cell: str, at: float, low: float, high: float, **style) -> dict | None:
+        """A horizontal error bar from the decay interval [low, high] around position `at`; a side
+        the axis cannot show is left out (the hover text gives the interval in words)."""
+        lo, hi = (self.position(v) for v in self.interval(cell, low, high))
+        if lo is None and hi is None:
+            return None
+        return dict(type="data", symmetric=False, array=[max(hi - at, 0.0) if hi is not None else 0.0],
+                    arrayminus=[max(at - lo, 0.0) if lo is not None else 0.0], **style)  # fmt: skip
+
+    def update(self, fig: go.Figure, row: int, col: int, title: bool = True) -> None:
+        fig.update_xaxes(type="log", title_text=self.title if title else None, row=row, col=col, **self.axis.ticks())
 
 
 def _hover(cell: str, column: str) -> str:
-    return f"{cell}<br>decay %{{customdata[0]}}<br>{column} %{{y:.4g}}<br>%{{customdata[1]}}<extra></extra>"
+    return f"{cell}<br>%{{customdata[0]}}<br>{column} %{{y:.4g}}<br>%{{customdata[1]}}<extra></extra>"
 
 
 def _draw_metric(
     fig: go.Figure,
     trials: pd.DataFrame,
     column: str,
-    axis: DecayAxis,
+    xs: XScale,
     row: int,
     col: int,
     *,
@@ -137,15 +207,16 @@ def _draw_metric(
     means = _means(trials, column)
     best = _cell_best(trials, column) if views is not None else {}
     for cell, m in means.groupby("cell", sort=False):
+        m = m.iloc[np.argsort(xs.x(cell, m["decay"]), kind="stable")]  # left to right (tau flips decay's order)
         colour, name = colour_of(m), name_of(m)
         seeds = m["count"].to_numpy()
         sd = m["std"].fillna(0).to_numpy() if (seeds > 1).any() else None
         fig.add_trace(go.Scatter(
-            x=axis.x(m["decay"]), y=m["mean"], mode="lines+markers", name=name, legendgroup=name,
+            x=xs.x(cell, m["decay"]), y=m["mean"], mode="lines+markers", name=name, legendgroup=name,
             showlegend=name not in shown, line=dict(color=colour, dash=dash_of(m), width=2),
             marker=dict(size=5, color=colour),
             error_y=dict(type="data", array=sd, thickness=1, width=2, color=colour) if sd is not None else None,
-            customdata=np.column_stack([[axis.label(d) for d in m["decay"]], [f"{c} trials" for c in seeds]]),
+            customdata=np.column_stack([[xs.label(cell, d) for d in m["decay"]], [f"{c} trials" for c in seeds]]),
             hovertemplate=_hover(cell, f"mean {column}"),
         ), row=row, col=col)  # fmt: skip
         shown.add(name)
@@ -154,44 +225,108 @@ def _draw_metric(
         raw = trials[(trials["cell"] == cell) & np.isfinite(trials[column].to_numpy(dtype=float))]
         if (seeds > 1).any():
             fig.add_trace(go.Scatter(
-                x=axis.x(raw["decay"]), y=raw[column], mode="markers", showlegend=False, legendgroup=name,
+                x=xs.x(cell, raw["decay"]), y=raw[column], mode="markers", showlegend=False, legendgroup=name,
                 marker=dict(size=4, color=colour, opacity=0.35), hoverinfo="skip",
             ), row=row, col=col)  # fmt: skip
             if views is not None:
                 views.add(fig, raw[column], best[cell])
 
 
-def _draw_optima(fig, optima: list[CellOptimum], axis: DecayAxis, row, col, colour_of, shown: set, label: str,
+def _draw_optima(fig, optima: list[CellOptimum], xs: XScale, row, col, colour_of, shown: set, label: str,
                  views: _Views | None = None, best: dict[str, float] | None = None):
-    """decay* of each cell as a star on its curve, with its interval as a horizontal bar;
-    hollow when not bracketed (then it is the best searched decay, not an estimate)."""
+    """Each cell's estimands on its curve: decay* as a star with its interval as a horizontal bar
+    (hollow and at the grid edge when censored: a bound, not an estimate), decay_tol as a diamond
+    with its interval, and the fitted response curve (dotted) over the searched decays. On a tau
+    axis decay* is drawn at tau* = B/(lr decay* D) and decay_tol, the largest decay within delta of
+    the best, at the smallest tau within delta."""
+    best = best or {}
+    star = "tau*" if xs.is_tau else "decay*"
+    tol = "tau_tol" if xs.is_tau else "decay_tol"
     for o in optima:
         if not math.isfinite(o.value_at_opt):
             continue
-        x = float(axis.x(o.decay_opt))
-        bracketed = o.bracketed and o.low > 0 and math.isfinite(o.high)
-        err = dict(type="data", symmetric=False, array=[o.high - x], arrayminus=[x - o.low], thickness=2, width=5,
-                   color=colour_of(o)) if bracketed else None  # fmt: skip
-        name = f"{label} decay* ({round(100 * o.level)}% interval)"
-        note = (f"decay* {o.decay_opt:.3g} [{o.low:.3g}, {o.high:.3g}]" if bracketed
-                else f"NOT BRACKETED: {o.reason}")  # fmt: skip
+        colour = colour_of(o)
+        pct = round(100 * o.level)
+        name = f"{label} {star} ({pct}% interval)"
+        x = float(xs.x(o.cell, o.decay_opt))
+        err = xs.bar(o.cell, x, o.low, o.high, thickness=2, width=5, color=colour) if o.bracketed else None
+        note = (f"{star} {_interval_words(xs, o.cell, o.decay_opt, o.low, o.high)}" if o.bracketed
+                else f"CENSORED: {_bound_words(xs, o)}<br>{o.reason}")  # fmt: skip
         fig.add_trace(go.Scatter(
             x=[x], y=[o.value_at_opt], mode="markers", name=name, legendgroup=name, showlegend=name not in shown,
-            marker=dict(symbol="star" if o.bracketed else "star-open", size=14, color=colour_of(o),
+            marker=dict(symbol="star" if o.bracketed else "star-open", size=14, color=colour,
                         line=dict(color="black", width=1)),
             error_x=err, hovertemplate=f"{o.cell}: {label}<br>{note}<extra></extra>",
         ), row=row, col=col)  # fmt: skip
         shown.add(name)
         if views is not None:
             views.add(fig, [o.value_at_opt], best.get(o.cell, math.nan))
-        if bracketed:
-            xs, ys = local_quadratic(o)
-            fig.add_trace(go.Scatter(
-                x=xs, y=ys, mode="lines", showlegend=False, legendgroup=name, hoverinfo="skip",
-                line=dict(color=colour_of(o), width=1.5, dash="dot"),
-            ), row=row, col=col)  # fmt: skip
-            if views is not None:
-                views.add(fig, ys, best.get(o.cell, math.nan))
+        _draw_tolerance(fig, o, xs, row, col, colour, f"{label} {tol} (within delta of the best, {pct}% interval)",
+                        shown, views, best)  # fmt: skip
+        curve_x, ys = local_quadratic(o)
+        fig.add_trace(go.Scatter(
+            x=xs.x(o.cell, curve_x), y=ys, mode="lines", showlegend=False, legendgroup=name, hoverinfo="skip",
+            line=dict(color=colour, width=1.5, dash="dot"),
+        ), row=row, col=col)  # fmt: skip
+        if views is not None:
+            views.add(fig, ys, best.get(o.cell, math.nan))
+
+
+def _draw_tolerance(fig, o: CellOptimum, xs: XScale, row, col, colour, name, shown: set, views, best) -> None:
+    """decay_tol on the fitted curve: a diamond (hollow when censored) with its interval."""
+    y = float(o.curve([o.decay_tol])[0])
+    if not (math.isfinite(o.decay_tol) and math.isfinite(y)):
+        return
+    x = float(xs.x(o.cell, o.decay_tol))
+    interior = o.tol_kind == "interior"
+    err = xs.bar(o.cell, x, o.tol_low, o.tol_high, thickness=1.5, width=4, color=colour)
+    words = _interval_words(xs, o.cell, o.decay_tol, o.tol_low, o.tol_high)
+    if o.tol_kind == "censored_above":
+        words += " (censored: even the largest decay searched is within delta)"
+    elif o.tol_kind == "censored_below":
+        words += " (censored: only decay 0 is within delta)"
+    what = "smallest tau" if xs.is_tau else "largest decay"
+    fig.add_trace(go.Scatter(
+        x=[x], y=[y], mode="markers", name=name, legendgroup=name, showlegend=name not in shown,
+        marker=dict(symbol="diamond" if interior else "diamond-open", size=10, color=colour,
+                    line=dict(color="black", width=1)),
+        error_x=err,
+        hovertemplate=(f"{o.cell}: {what} within delta = {o.delta:g} of the best<br>"
+                       f"{'tau_tol' if xs.is_tau else 'decay_tol'} {words}<extra></extra>"),
+    ), row=row, col=col)  # fmt: skip
+    shown.add(name)
+    if views is not None:
+        views.add(fig, [y], best.get(o.cell, math.nan))
+
+
+def _fmt(v: float) -> str:
+    return "∞" if v == math.inf else f"{v:.3g}"
+
+
+def _interval_words(xs: XScale, cell: str, value: float, low: float, high: float) -> str:
+    """'0.25 [0.1, 0.5] (decay 0.012 [0.006, 0.03])' on a tau axis; '0.012 [0.006, 0.03]' on decay."""
+    decay = f"{_fmt(value)} [{_fmt(low)}, {_fmt(high)}]"
+    if not xs.is_tau:
+        return decay
+    t = float(xs.value(cell, value))
+    t_low, t_high = xs.interval(cell, low, high)
+    return f"{_fmt(t)} [{_fmt(t_low)}, {_fmt(t_high)}] (decay {decay})"
+
+
+def _bound_words(xs: XScale, o: CellOptimum) -> str:
+    """The one-sided bound of a censored decay*, in the axis's terms: censored below the smallest
+    positive decay searched is tau* above its tau, and the other way round."""
+    grid = [d for d in o.decays_searched if d > 0]
+    if o.kind == "censored_below":
+        bound = o.high if math.isfinite(o.high) and o.high > 0 else min(grid, default=math.nan)
+        below = True
+    else:
+        bound = o.low if math.isfinite(o.low) and o.low > 0 else max(grid, default=math.nan)
+        below = False
+    decay = f"decay* {'<' if below else '>'} {_fmt(bound)}"
+    if not xs.is_tau:
+        return decay
+    return f"tau* {'>' if below else '<'} {_fmt(float(xs.value(o.cell, bound)))} ({decay})"
 
 
 def local_quadratic(o: CellOptimum, points: int = 25) -> tuple[np.ndarray, np.ndarray]:
@@ -205,9 +340,10 @@ def local_quadratic(o: CellOptimum, points: int = 25) -> tuple[np.ndarray, np.nd
 
 
 def loss_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
-    """Base val_loss vs decay: one panel per token budget (TPP), one line per size, decay*_loss
-    marked. Opens relative to each cell's best loss: sizes differ far more than decays do."""
-    return _objective_vs_decay(tables, rfit, ["val_loss"], "Base model: val_loss vs weight decay", relative=True)
+    """Base val_loss vs timescale tau (vs decay for tables without lr and batch_tokens): one panel
+    per token budget (TPP), one line per size, decay*_loss and decay_tol marked. Opens relative to
+    each cell's best loss: sizes differ far more than decays do."""
+    return _objective_vs_decay(tables, rfit, ["val_loss"], "Base model: val_loss vs {x}", relative=True)
 
 
 def plasticity_columns(rfit: ReportFit) -> tuple[str, str]:
@@ -217,18 +353,19 @@ def plasticity_columns(rfit: ReportFit) -> tuple[str, str]:
 
 
 def finetune_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
-    """The plasticity objective (ft_score or ft_nll) and its gain vs decay, per token budget, one
-    line per size; decay*_plastic marked."""
+    """The plasticity objective (ft_score or ft_nll) and its gain vs timescale tau (or decay), per
+    token budget, one line per size; decay*_plastic and decay_tol marked."""
     columns = [c for c in plasticity_columns(rfit) if tables.has(c)]
     what = "held-out NLL" if columns and columns[0].startswith("ft_nll") else "score"
-    return _objective_vs_decay(tables, rfit, columns, f"After fine-tuning: {what} and gain vs weight decay",
+    return _objective_vs_decay(tables, rfit, columns, f"After fine-tuning: {what} and gain vs {{x}}",
                                relative=False)  # fmt: skip
 
 
 def _objective_vs_decay(tables: StudyTables, rfit: ReportFit, columns: list[str], title: str, relative: bool) -> go.Figure:
+    """`title` names the x axis as {x}."""
     trials = tables.trials
     tpps = _tpps(trials)
-    axis = DecayAxis(trials["decay"])
+    xs = XScale(trials)
     colours = size_colours(trials["n_params"])
     rows, cols = len(columns), len(tpps)
     titles = [f"{c} @ {tpp_label(t)}" if rows > 1 else tpp_label(t) for c in columns for t in tpps]
@@ -241,26 +378,27 @@ def _objective_vs_decay(tables: StudyTables, rfit: ReportFit, columns: list[str]
         best = _cell_best(trials, column)
         for c, tpp in enumerate(tpps, start=1):
             sub = trials[np.isclose(trials["tpp"], tpp)]
-            _draw_metric(fig, sub, column, axis, r, c, colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
+            _draw_metric(fig, sub, column, xs, r, c, colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
                          name_of=lambda m: size_label(float(m["n_params"].iloc[0])), shown=shown, views=views)  # fmt: skip
             if column in ("val_loss", rfit.plasticity):
                 opts = [o for o in rfit.optima_for(column) if np.isclose(o.tpp, tpp, rtol=0.02)]
-                _draw_optima(fig, opts, axis, r, c, lambda o: colours.get(o.n_params, "black"), shown,
+                _draw_optima(fig, opts, xs, r, c, lambda o: colours.get(o.n_params, "black"), shown,
                              OBJECTIVE_NAMES.get(column, "plasticity-optimal"), views, best)  # fmt: skip
-            _decay_xaxis(fig, axis, r, c, "decay" if r == rows else None)
+            xs.update(fig, r, c, title=r == rows)
         rel = f"{column} {'above' if direction_of(column) == 'min' else 'minus'} the cell's best"
         titles[fig.get_subplot(r, 1).yaxis.plotly_name] = (LABELS.get(column, column), rel)
         fig.update_yaxes(title_text=LABELS.get(column, column), row=r, col=1)
-    fig.update_layout(**base_layout(title, height=PANEL_HEIGHT * rows + 40))
+    fig.update_layout(**base_layout(title.format(x=xs.versus), height=PANEL_HEIGHT * rows + 40))
     views.install(fig, titles, relative)
     return fig
 
 
 def tasks_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
-    """Per task: the score after fine-tuning and the gain (after - before) vs decay, one line per cell."""
+    """Per task: the score after fine-tuning and the gain (after - before) vs timescale tau (or
+    decay), one line per cell."""
     trials = tables.trials.copy()
     tasks = list(tables.tasks)
-    axis = DecayAxis(trials["decay"])
+    xs = XScale(trials)
     colours = size_colours(trials["n_params"])
     dashes = tpp_dashes(trials["tpp"])
     has_before = {t: f"ft_{t}_before" in trials.columns for t in tasks}
@@ -274,15 +412,15 @@ def tasks_vs_decay(tables: StudyTables, rfit: ReportFit) -> go.Figure:
                  dash_of=lambda m: dashes[float(m["tpp"].iloc[0])], name_of=lambda m: str(m["cell"].iloc[0]))  # fmt: skip
     for r, task in enumerate(tasks, start=1):
         after = f"ft_{task}_after"
-        _draw_metric(fig, trials, after, axis, r, 1, shown=shown, **style)
+        _draw_metric(fig, trials, after, xs, r, 1, shown=shown, **style)
         fig.update_yaxes(title_text=f"{task} after", row=r, col=1)
         if has_before[task]:
             trials[f"_gain_{task}"] = trials[after] - trials[f"ft_{task}_before"]
-            _draw_metric(fig, trials, f"_gain_{task}", axis, r, 2, shown=shown, **style)
+            _draw_metric(fig, trials, f"_gain_{task}", xs, r, 2, shown=shown, **style)
             fig.update_yaxes(title_text=f"{task} gain", row=r, col=2)
         for c in (1, 2):
-            _decay_xaxis(fig, axis, r, c, "decay" if r == len(tasks) else None)
-    fig.update_layout(**base_layout("Per task: score after fine-tuning and its gain vs weight decay",
+            xs.update(fig, r, c, title=r == len(tasks))
+    fig.update_layout(**base_layout(f"Per task: score after fine-tuning and its gain vs {xs.versus}",
                                     height=PANEL_HEIGHT * len(tasks) + 40))  # fmt: skip
     return fig
 
@@ -545,21 +683,21 @@ def loss_surface(tables: StudyTables, rfit: ReportFit) -> go.Figure:
 
 
 def mechanisms(tables: StudyTables, rfit: ReportFit) -> go.Figure:
-    """probe_acc, qk_rank and the train-val gap vs decay, one line per cell."""
+    """probe_acc, qk_rank and the train-val gap vs timescale tau (or decay), one line per cell."""
     trials = tables.trials
     columns = [c for c in MECHANISMS if tables.has(c)]
-    axis = DecayAxis(trials["decay"])
+    xs = XScale(trials)
     colours = size_colours(trials["n_params"])
     dashes = tpp_dashes(trials["tpp"])
     fig = make_subplots(rows=1, cols=len(columns), subplot_titles=[LABELS[c] for c in columns], horizontal_spacing=0.07)
     shown: set = set()
     for c, column in enumerate(columns, start=1):
-        _draw_metric(fig, trials, column, axis, 1, c, colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
+        _draw_metric(fig, trials, column, xs, 1, c, colour_of=lambda m: colours[float(m["n_params"].iloc[0])],
                      dash_of=lambda m: dashes[float(m["tpp"].iloc[0])], name_of=lambda m: str(m["cell"].iloc[0]),
                      shown=shown)  # fmt: skip
-        _decay_xaxis(fig, axis, 1, c)
+        xs.update(fig, 1, c)
         fig.update_yaxes(title_text=column, row=1, col=c)
-    fig.update_layout(**base_layout("Mechanisms vs weight decay", height=PANEL_HEIGHT + 20))
+    fig.update_layout(**base_layout(f"Mechanisms vs {xs.versus}", height=PANEL_HEIGHT + 20))
     return fig
 
 

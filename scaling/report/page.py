@@ -41,10 +41,48 @@ class RenderedReport:
     summary: Summary
 
 
+def _versus(t: StudyTables) -> str:
+    """What the per-cell curve figures are drawn against: figures.XScale decides, from the table."""
+    return figures.XScale(t.trials).versus
+
+
+def _x_words(t: StudyTables) -> str:
+    """The x axis of the per-cell curve figures, in words for their captions."""
+    if not figures.XScale(t.trials).is_tau:
+        return ("x: weight decay on a log axis (decay 0 is drawn a decade below the smallest positive decay, "
+                "labelled 0): the table does not give every trial a positive lr, batch_tokens and n_tokens to "
+                "compute the timescale from.")  # fmt: skip
+    return ("x: the AdamW timescale tau = B/(lr decay D) of each trial (Bergsma et al. 2025, \"Power Lines\"; "
+            "B the batch in tokens, lr the peak learning rate, D the run's tokens: the timescale as a fraction "
+            "of the run, the quantity the study's tau grid fixes), on a log axis. tau grows to the right, so more "
+            "decay is to the left; decay 0 is tau = ∞, drawn a decade beyond the largest finite tau. On a timescale "
+            "grid the sizes of one token budget run different decays at the same tau, which this axis lines up; "
+            "hover text gives both tau and decay.")  # fmt: skip
+
+
+def _estimand_words(t: StudyTables, objective: str) -> str:
+    if figures.XScale(t.trials).is_tau:
+        star, tol, where = "tau*", "tau_tol", "the smallest tau (largest decay)"
+    else:
+        star, tol, where = "decay*", "decay_tol", "the largest decay"
+    return (f"Stars: each cell's {objective} decay*, the optimum of its fitted response curve (dotted; plateau, "
+            f"optional dip, wall; docs/fitting.md), drawn at {star} with its interval; a hollow star is censored "
+            f"(decay* lies beyond the decays searched: it marks the grid edge, and its hover text gives the bound). "
+            f"Diamonds: {tol}, {where} whose fitted value is within delta (in the objective's units, "
+            "docs/fitting.md) of the cell's best, with its interval (hollow: censored).")  # fmt: skip
+
+
+def _loss_caption(t: StudyTables, f: ReportFit) -> str:
+    return ("Mean val_loss over trials at each decay (dots: single trials; bars: sd over seeds), one line per size, "
+            "one panel per token budget, drawn relative to each cell's best mean loss so the curves' shapes can be "
+            "compared (the buttons switch to the measured values). "
+            f"{_x_words(t)} {_estimand_words(t, 'loss-optimal')}")  # fmt: skip
+
+
 def _finetune_title(t: StudyTables, f: ReportFit) -> str:
     if figures.plasticity_columns(f)[0] == "ft_nll":
-        return "Fine-tuned held-out NLL and its gain vs weight decay"
-    return "Fine-tuned score and fine-tuning gain vs weight decay"
+        return f"Fine-tuned held-out NLL and its gain vs {_versus(t)}"
+    return f"Fine-tuned score and fine-tuning gain vs {_versus(t)}"
 
 
 def _finetune_caption(t: StudyTables, f: ReportFit) -> str:
@@ -55,8 +93,8 @@ def _finetune_caption(t: StudyTables, f: ReportFit) -> str:
     else:
         what = ("ft_score is the mean score after fine-tuning over the study's tasks; ft_gain is that score minus "
                 "the same score before fine-tuning.")  # fmt: skip
-    return (f"{what} Stars: each cell's plasticity-optimal decay* (dotted: its fitted response curve). The buttons "
-            "switch to values relative to each cell's best.")  # fmt: skip
+    return (f"{what} {_x_words(t)} {_estimand_words(t, 'plasticity-optimal')} The buttons switch to values "
+            "relative to each cell's best.")  # fmt: skip
 
 
 def _finetune_missing(t: StudyTables, f: ReportFit) -> str | None:
@@ -81,16 +119,12 @@ Text = str | Callable[[StudyTables, ReportFit], str]  # a title or caption, or o
 
 # (id, title, caption, can draw?, figure function)
 _SPECS: list[tuple[str, Text, Text, Callable[[StudyTables, ReportFit], str | None], Callable]] = [
-    ("loss-vs-decay", "Base loss vs weight decay",
-     "Mean val_loss over trials at each decay (dots: single trials; bars: sd over seeds), one line per size, one "
-     "panel per token budget, drawn relative to each cell's best mean loss so the curves' shapes can be compared "
-     "(the buttons switch to the measured values). Stars: each cell's loss-optimal decay*, the minimum of its "
-     "fitted response curve (plateau, optional dip, wall; docs/fitting.md), with its interval; a hollow star is "
-     "censored (decay* lies beyond the decays searched: it marks the edge, not an estimate).",
-     lambda t, f: None, figures.loss_vs_decay),
+    ("loss-vs-decay", lambda t, f: f"Base loss vs {_versus(t)}", _loss_caption, lambda t, f: None,
+     figures.loss_vs_decay),
     ("finetune-vs-decay", _finetune_title, _finetune_caption, _finetune_missing, figures.finetune_vs_decay),
     ("tasks-vs-decay", "Per task",
-     "Each task's score after fine-tuning and its gain, one line per cell (colour: size; dash: token budget).",
+     lambda t, f: ("Each task's score after fine-tuning and its gain, one line per cell (colour: size; dash: token "
+                   f"budget). {_x_words(t)}"),
      lambda t, f: None if t.tasks else "no ft_<task>_after columns", figures.tasks_vs_decay),
     ("pareto", "Two objectives: the Pareto front of each cell", _pareto_caption, _pareto_missing,
      figures.pareto_fronts),
@@ -108,8 +142,8 @@ _SPECS: list[tuple[str, Text, Text, Callable[[StudyTables, ReportFit], str | Non
     ("surface-residuals", "Loss-surface residuals", "Goodness of fit of the loss surface: RMS, worst cell, warnings.",
      lambda t, f: None if f.fit is not None and f.fit.surface is not None else "no loss surface", surface_residuals),
     ("mechanisms", "Mechanisms",
-     "Linear-probe accuracy on frozen hidden states, effective rank of the attention query-key product, and the "
-     "gap between held-out and training loss, against decay; one line per cell.",
+     lambda t, f: ("Linear-probe accuracy on frozen hidden states, effective rank of the attention query-key "
+                   f"product, and the gap between held-out and training loss; one line per cell. {_x_words(t)}"),
      lambda t, f: None if any(t.has(c) for c in MECHANISMS) else "no probe_acc, qk_rank or gap column",
      figures.mechanisms),
     ("curves", "Training curves",

@@ -1,5 +1,6 @@
 """Shared visual vocabulary of the report: one colour per model size, one dash per token budget,
-one colour per objective, a colour scale for decay, and a log decay axis that can show decay = 0."""
+one colour per objective, a colour scale for decay, a log decay axis that can show decay = 0, and
+a log timescale axis that can show tau = inf (the same decay 0)."""
 
 from __future__ import annotations
 
@@ -73,13 +74,7 @@ class DecayAxis:
     def ticks(self, low: float | None = None, high: float | None = None) -> dict:
         """tickvals/ticktext for a log axis over [low, high] (default: the searched decays): powers
         of ten (1-2-5 steps when the range spans less than two decades), plus '0' where decay 0 sits."""
-        lo = low if low else self.low
-        hi = high if high else self.high
-        k0, k1 = math.floor(math.log10(lo) - 1e-9), math.ceil(math.log10(hi) + 1e-9)
-        steps = (1,) if math.log10(hi / lo) >= 2 else (1, 2, 5)
-        vals = [m * 10.0**k for k in range(k0, k1 + 1) for m in steps]
-        if steps != (1,):
-            vals = [v for v in vals if lo / 2.5 <= v <= hi * 2.5]
+        vals = _decade_ticks(low if low else self.low, high if high else self.high)
         vals = [v for v in vals if v > (self.zero_at if self.has_zero else 0) * 1.5]
         text = [_tick(v) for v in vals]
         if self.has_zero:
@@ -90,6 +85,51 @@ class DecayAxis:
         """Colour-bar ticks for log10 decay."""
         t = self.ticks()
         return dict(tickvals=[math.log10(v) for v in t["tickvals"]], ticktext=t["ticktext"])
+
+
+class TauAxis:
+    """A log axis of the timescale tau = B/(lr decay D) (B batch tokens, lr the peak learning rate,
+    D the run's tokens: the AdamW EMA timescale as a fraction of the run, Bergsma et al. 2025,
+    "Power Lines"). Cells of one token budget whose decays differ line up at equal tau. decay = 0
+    is tau = inf, which has no place on a log axis: it is drawn a decade beyond the largest finite
+    tau and labelled '∞'. tau grows to the right, so more decay is to the left."""
+
+    TITLE = "tau = B/(lr·decay·D), more decay ←"
+
+    def __init__(self, taus: Iterable[float]):
+        values = np.asarray([float(t) for t in taus if not math.isnan(float(t))], dtype=float)
+        finite = values[np.isfinite(values) & (values > 0)]
+        self.has_inf = bool(np.isposinf(values).any())
+        self.low = float(finite.min()) if finite.size else 0.1
+        self.high = float(finite.max()) if finite.size else 10.0
+        self.inf_at = self.high * 10.0
+
+    def x(self, tau) -> np.ndarray:
+        t = np.asarray(tau, dtype=float)
+        return np.where(np.isposinf(t), self.inf_at, t)
+
+    def label(self, tau: float) -> str:
+        return "∞" if math.isinf(tau) and tau > 0 else f"{tau:.3g}"
+
+    def ticks(self, low: float | None = None, high: float | None = None) -> dict:
+        """tickvals/ticktext as DecayAxis.ticks, with '∞' where tau = inf sits."""
+        vals = _decade_ticks(low if low else self.low, high if high else self.high)
+        if self.has_inf:
+            vals = [v for v in vals if v < self.inf_at / 1.5]
+        text = [_tick(v) for v in vals]
+        if self.has_inf:
+            vals, text = [*vals, self.inf_at], [*text, "∞"]
+        return dict(tickvals=vals, ticktext=text)
+
+
+def _decade_ticks(lo: float, hi: float) -> list[float]:
+    """Powers of ten over [lo, hi], or 1-2-5 steps near it when it spans less than two decades."""
+    k0, k1 = math.floor(math.log10(lo) - 1e-9), math.ceil(math.log10(hi) + 1e-9)
+    steps = (1,) if math.log10(hi / lo) >= 2 else (1, 2, 5)
+    vals = [m * 10.0**k for k in range(k0, k1 + 1) for m in steps]
+    if steps != (1,):
+        vals = [v for v in vals if lo / 2.5 <= v <= hi * 2.5]
+    return vals
 
 
 def _tick(v: float) -> str:
