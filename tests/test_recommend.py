@@ -201,3 +201,12 @@ def test_an_optimum_law_that_could_not_be_checked_yields_to_a_checked_tolerance_
     assert math.isfinite(tolerance.held_out)
     assert rec.decay_loss_opt.estimand == "tolerance" and rec.decay_loss_opt.formula == tolerance.formula
     assert "could not be checked on a cell it had not seen" in rec.decay_loss_opt.reason or optimum is None
+
+
+def test_the_recommendation_carries_the_studys_delta_test(fit):
+    rec = recommend(fit=fit, n_params=1e5, tpp=20)
+    claim = fit.claim("plastic_above_loss")
+    assert rec.delta_test is claim
+    out = json.loads(json.dumps(rec.to_dict(), allow_nan=False))
+    assert out["delta_test"]["verdict"] == claim.verdict and out["delta_test"]["name"] == "plastic_above_loss"
+    assert "delta test (the study's cells)" in rec.summary()

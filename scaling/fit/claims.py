@@ -63,7 +63,8 @@ class Claim:
         parts = "; ".join(f"{r.label} {r.value:+.2f} [{r.low:+.2f}, {r.high:+.2f}]" for r in self.pooled
                           if math.isfinite(r.value))  # fmt: skip
         numbers = f" ({parts}, {round(100 * self.level)}% intervals)" if parts else ""
-        return f"{self.statement}: the data {'do not support' if self.verdict == AGAINST else self.verdict} it{numbers}. {self.note}".strip()
+        verb = {AGAINST: "do not support", "supports": "support"}.get(self.verdict, self.verdict)
+        return f"{self.statement}: the data {verb} it{numbers}. {self.note}".strip()
 
 
 def _clipped(o: CellOptimum) -> tuple[float, np.ndarray, bool]:

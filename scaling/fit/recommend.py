@@ -41,6 +41,7 @@ from scaling.errors import ConfigError, FitError
 from scaling.fit import text
 from scaling.fit.text import json_number
 from scaling.fit.backtest import Backtest
+from scaling.fit.claims import Claim
 from scaling.fit.laws import RESPONSES, DecayLaw
 from scaling.fit.studyfit import StudyFit, fit_study
 from scaling.fit.table import describe_objective, human
@@ -111,6 +112,7 @@ class Recommendation:
     label: str  # "backtested" when every choice was backtested, else "guess"
     warnings: tuple[str, ...]
     plasticity: str | None = None  # the plasticity objective decay_plastic_opt optimises (fit.plasticity)
+    delta_test: Claim | None = None  # the study's test of "plasticity wants more decay than base loss"
 
     def to_dict(self) -> dict:
         loss_opt, plastic = self.decay_loss_opt, self.decay_plastic_opt
@@ -130,6 +132,7 @@ class Recommendation:
             },
             "extrapolation": self.extrapolation.to_dict(),
             "backtest": {b.objective: _backtest_summary(b) for b in self.backtests},
+            "delta_test": self.delta_test.to_dict() if self.delta_test is not None else None,
             "label": self.label,
             "warnings": list(self.warnings),
         }  # fmt: skip
@@ -219,7 +222,7 @@ def recommend(
         batch_tokens=target_b, decay_loss_opt=choices["decay_loss_opt"], decay_plastic_opt=choices["decay_plastic_opt"],
         loss_cost=loss_cost, loss_model=loss_model, extrapolation=extrapolation, backtests=tuple(backtests),
         label="backtested" if labels and all(lb == "backtested" for lb in labels) else "guess",
-        warnings=tuple(dict.fromkeys(warnings)), plasticity=fit.plasticity,
+        warnings=tuple(dict.fromkeys(warnings)), plasticity=fit.plasticity, delta_test=fit.claim("plastic_above_loss"),
     )  # fmt: skip
 
 
@@ -464,6 +467,8 @@ def _summary(rec: Recommendation) -> str:
             )
         else:
             lines.append(f"  backtest {bt.objective}: not possible ({bt.reason})")
+    if rec.delta_test is not None:
+        lines.append(f"  delta test (the study's cells): {rec.delta_test.sentence()}")
     lines.append(f"  expected val_loss: {rec.loss_model}")
     if rec.label == "guess":
         lines.append("  LABEL: guess (not every choice could be backtested)")
