@@ -168,7 +168,7 @@ def test_summary_reports_the_fitted_ratio_recommendation_and_caveats(full_study)
     for warning in rfit.fit.warnings:
         assert warning in summary.caveats
     assert any("extrapolation" in c for c in summary.caveats)
-    assert any(c.startswith("Backtest of the ft_score law") or "No backtest of the ft_score" in c for c in summary.caveats)
+    assert any(c.startswith("Backtest of the ft_score ") or "No backtest of the ft_score" in c for c in summary.caveats)
     # the failed trial from failed.csv is reported by the page written from the folder
     assert any("1 planned trials failed (1 diverged); at decay 30" in line for line in summary.findings)
 

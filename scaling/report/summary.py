@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.fit import DecayLaw
+from scaling.fit.laws import RESPONSES
 from scaling.fit.table import human
 from scaling.report.analysis import ReportFit
 from scaling.report.data import MECHANISMS, StudyTables
@@ -227,11 +228,12 @@ def _caveat_groups(tables: StudyTables, rfit: ReportFit) -> list[tuple[str, list
             about_rec.append("It is an extrapolation: " + "; ".join(ex.notes) + ".")
         for bt in rec.backtests:
             if bt.available:
+                what = RESPONSES.get(bt.response, bt.response)
                 about_rec.append(
-                    f"Backtest of the {bt.objective} law (largest N = {human(bt.held_out_n_params)} held out, refit on "
-                    f"{bt.n_train_cells} cells): predicted decay* off by x{math.exp(bt.mean_abs_log_error):.2f} on "
-                    f"average (worst x{bt.max_factor:.2f}); {bt.n_inside} of {len(bt.cases)} realised optima inside the "
-                    f"{round(100 * bt.level)}% prediction interval."
+                    f"Backtest of the {bt.objective} {what} law (largest N = {human(bt.held_out_n_params)} held out, "
+                    f"refit on {bt.n_train_cells} cells): predicted {what} off by x{math.exp(bt.mean_abs_log_error):.2f} "
+                    f"on average (worst x{bt.max_factor:.2f}); {bt.n_inside} of {len(bt.cases)} realised values inside "
+                    f"the {round(100 * bt.level)}% prediction interval."
                 )
             elif f"{bt.objective}: no backtest" not in fit_text:
                 about_rec.append(f"No backtest of the {bt.objective} law: {bt.reason}.")
