@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 
 import pytest
+from scipy.stats import t as student_t
 
 from scaling.errors import FitError
 from scaling.fit import backtest_law, fit_decay_law
@@ -132,3 +133,15 @@ def test_the_carrier_is_the_law_that_predicted_left_out_cells_best(study):
     # with no held-out error to compare (too few cells to leave one out), the first in line
     unscored = [replace(law, held_out=math.nan) for law in laws]
     assert choose_carrier(unscored) is unscored[0] and choose_carrier([]) is None
+
+
+def test_what_leaving_cells_out_measured_is_a_floor_under_the_prediction_interval(study):
+    optima, _ = study
+    law = fit_decay_law(optima["val_loss"], response="tau", form="tpp_fixed")
+    model_only = replace(law, held_out=math.nan).predict(4e5, 8e6)
+    assert law.predict(4e5, 8e6).log_high - law.predict(4e5, 8e6).log_low >= model_only.log_high - model_only.log_low
+    # a held-out error far above the law's own scatter sets the width: sd = e sqrt(pi / 2)
+    wide = replace(law, held_out=2.0).predict(4e5, 8e6, level=0.9)
+    q = student_t.ppf(0.95, law.df_resid)
+    assert wide.log_high - wide.log_value == pytest.approx(q * 2.0 * math.sqrt(math.pi / 2.0))
+    assert wide.log_value == model_only.log_value  # the centre does not move

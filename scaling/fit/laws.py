@@ -16,11 +16,12 @@ variance: how far a cell's estimated optimum sits from the law, between-cell dev
 estimation error together (per-cell bootstrap sds were tried as weights and gave intervals that
 covered too little; docs/fitting.md). Fitted by maximum likelihood.
 
-Prediction interval for a new (N, D): x0 beta +- t(df) sqrt(x0 V x0' + tau2 n / (n - p)), V the
-inverse observed information of beta, n the cells used, p the law's free coefficients (the
-n / (n - p) factor undoes the downward bias of the ML variance; docs/fitting.md gives its
-coverage in simulation). `held_out` is the leave-one-cell-out mean |ln error| over interior
-cells, the number the forms are compared by.
+Prediction interval for a new (N, D): x0 beta +- t(df) sqrt(max(x0 V x0' + tau2 n / (n - p),
+pi e^2 / 2)), V the inverse observed information of beta, n the cells used, p the law's free
+coefficients (the n / (n - p) factor undoes the downward bias of the ML variance), e the
+leave-one-cell-out mean |ln error| over interior cells (`held_out`, the number the forms are
+compared by): the prediction variance that leaving cells out measured is a floor under the
+model's own (docs/fitting.md gives the coverage in simulation with and without it).
 """
 
 from __future__ import annotations
@@ -150,6 +151,15 @@ class DecayLaw:
         p = len(self.coefficients)
         return self.tau2 * self.n_cells / max(self.n_cells - p, 1)
 
+    @property
+    def held_out_variance(self) -> float:
+        """The variance of a prediction's error that leaving cells out measured: mean |ln error| e
+        of normal errors with sd s is s sqrt(2 / pi), so s^2 = pi e^2 / 2 (0 without a held-out
+        error). A floor under the model's own prediction variance: the model's can be too small
+        when a few cells estimate tau2, and when this law was chosen among forms for its held-out
+        error (docs/fitting.md section 6 gives the coverage with and without it)."""
+        return math.pi / 2.0 * self.held_out**2 if math.isfinite(self.held_out) else 0.0
+
     def coefficient(self, name: str) -> Coefficient:
         for coef in self.coefficients:
             if coef.name == name:
@@ -167,7 +177,7 @@ class DecayLaw:
         beta = np.array([c.value for c in self.coefficients])
         mean = float(x[0] @ beta + offset[0])
         ms = measurement_sd if math.isfinite(measurement_sd) else 0.0
-        var = float(x[0] @ self.cov @ x[0]) + self.tau2_prediction + ms * ms
+        var = max(float(x[0] @ self.cov @ x[0]) + self.tau2_prediction, self.held_out_variance) + ms * ms
         q = student_t.ppf(0.5 + level / 2.0, max(self.df_resid, 1))
         half = q * math.sqrt(max(var, 0.0))
         return LawPrediction(float(n_params), float(n_tokens), mean, mean - half, mean + half, level)
