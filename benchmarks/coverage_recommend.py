@@ -29,6 +29,8 @@ SHAPES = {
 
 
 def main(n_studies: int = 200, shape: str = "quickstart", cell_sd: float = 0.3) -> None:
+    if shape not in SHAPES:
+        raise SystemExit(f"coverage_recommend: SHAPE must be one of {', '.join(SHAPES)}, got {shape!r}")
     truth = Truth(cell_sd=cell_sd, grid_shift_sd=0.0)  # timescale grids: every cell searches the same taus
     start = time.perf_counter()
     result = recommendation_coverage(n_studies, truth, **SHAPES[shape])
