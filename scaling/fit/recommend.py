@@ -245,41 +245,43 @@ def _choose(fit, objective, n, d, lr, b, same, level, warnings) -> tuple[DecayCh
     # A law that predicted cells it had not seen (finite held-out error) comes first: an optimum
     # law pinned by one interior cell and bounds yields to a checked tolerance law.
     checked = [(e, law) for e, law in options if math.isfinite(law.held_out)]
-    for estimand, chosen in (checked or options)[:1]:
-        bt = fit.backtest_for(chosen)
-        pred = chosen.predict(n, d, level=level)
-        name = RESPONSES[chosen.response]
-        held = f"held-out |ln error| {text.fmt(chosen.held_out, 3)}"
-        if chosen.in_tau:  # decay = B / (lr tau D): the interval flips
-            base = math.log(b) - math.log(lr) - math.log(d)
-            centre, lo, hi = base - pred.log_value, base - pred.log_high, base - pred.log_low
-            carried = (f"tau law {chosen.formula} ({held}), decay = B / (lr {name} D) with lr {text.fmt(lr, 3)}, "
-                       f"B {text.fmt(b, 3)}")  # fmt: skip
-            tau = math.exp(pred.log_value) if pred.log_value < 700 else math.inf
-        else:
-            centre, lo, hi = pred.log_value + shift, pred.log_low + shift, pred.log_high + shift
-            carried = (f"decay law {chosen.formula} ({held})" if same else
-                       f"decay law {chosen.formula} shifted to lr {text.fmt(lr, 3)}, B {text.fmt(b, 3)} at fixed "
-                       "tau = B / (lr decay D) (no tau law)")  # fmt: skip
-            tau = math.exp(math.log(b / (lr * d)) - centre) if abs(math.log(b / (lr * d)) - centre) < 700 else math.inf
-        if not all(math.isfinite(v) and abs(v) < 700 for v in (centre, lo, hi)):
-            raise FitError(f"{objective}: the prediction at N = {n:.3g}, D = {d:.3g} is not a usable number "
-                           f"(ln decay {centre:.3g} [{lo:.3g}, {hi:.3g}]); the budget is too far from the study")  # fmt: skip
-        reason = None
-        if estimand == "tolerance":
-            reason = (f"decay* is not identified by a law ({_why_no_law(fit, objective, not same)}); this is the "
-                      f"largest decay within {_delta(fit, objective):g} of the best (decay_tol)")  # fmt: skip
-            warnings.append(f"{key}: {reason}")
-        label = "backtested" if bt is not None and bt.available else "guess"
-        if label == "guess":
-            warnings.append(f"{key} is a guess: " + (bt.reason if bt is not None and not bt.available else
-                                                     "its law was not backtested"))  # fmt: skip
-        warnings.extend(_law_notes(chosen, n, d))
-        return DecayChoice(objective, math.exp(centre), math.exp(lo), math.exp(hi), level, estimand, chosen.formula,
-                           chosen.form, carried, label, None, reason), tau, bt  # fmt: skip
-    bound = _bound(fit, objective)
-    warnings.append(f"{key}: no law could be fitted; {bound[2]}")
-    return DecayChoice(objective, None, bound[0], bound[1], level, "bound", "", "", "", "guess", None, bound[2]), None, None
+    if not options:
+        bound = _bound(fit, objective)
+        warnings.append(f"{key}: no law could be fitted; {bound[2]}")
+        return (DecayChoice(objective, None, bound[0], bound[1], level, "bound", "", "", "", "guess", None, bound[2]),
+                None, None)  # fmt: skip
+    estimand, chosen = (checked or options)[0]
+    bt = fit.backtest_for(chosen)
+    pred = chosen.predict(n, d, level=level)
+    name = RESPONSES[chosen.response]
+    held = f"held-out |ln error| {text.fmt(chosen.held_out, 3)}"
+    if chosen.in_tau:  # decay = B / (lr tau D): the interval flips
+        base = math.log(b) - math.log(lr) - math.log(d)
+        centre, lo, hi = base - pred.log_value, base - pred.log_high, base - pred.log_low
+        carried = (f"tau law {chosen.formula} ({held}), decay = B / (lr {name} D) with lr {text.fmt(lr, 3)}, "
+                   f"B {text.fmt(b, 3)}")  # fmt: skip
+        tau = math.exp(pred.log_value) if pred.log_value < 700 else math.inf
+    else:
+        centre, lo, hi = pred.log_value + shift, pred.log_low + shift, pred.log_high + shift
+        carried = (f"decay law {chosen.formula} ({held})" if same else
+                   f"decay law {chosen.formula} shifted to lr {text.fmt(lr, 3)}, B {text.fmt(b, 3)} at fixed "
+                   "tau = B / (lr decay D) (no tau law)")  # fmt: skip
+        tau = math.exp(math.log(b / (lr * d)) - centre) if abs(math.log(b / (lr * d)) - centre) < 700 else math.inf
+    if not all(math.isfinite(v) and abs(v) < 700 for v in (centre, lo, hi)):
+        raise FitError(f"{objective}: the prediction at N = {n:.3g}, D = {d:.3g} is not a usable number "
+                       f"(ln decay {centre:.3g} [{lo:.3g}, {hi:.3g}]); the budget is too far from the study")  # fmt: skip
+    reason = None
+    if estimand == "tolerance":
+        reason = (f"decay* is not identified by a law ({_why_no_law(fit, objective, not same)}); this is the "
+                  f"largest decay within {_delta(fit, objective):g} of the best (decay_tol)")  # fmt: skip
+        warnings.append(f"{key}: {reason}")
+    label = "backtested" if bt is not None and bt.available else "guess"
+    if label == "guess":
+        warnings.append(f"{key} is a guess: " + (bt.reason if bt is not None and not bt.available else
+                                                 "its law was not backtested"))  # fmt: skip
+    warnings.extend(_law_notes(chosen, n, d))
+    return DecayChoice(objective, math.exp(centre), math.exp(lo), math.exp(hi), level, estimand, chosen.formula,
+                       chosen.form, carried, label, None, reason), tau, bt  # fmt: skip
 
 
 def _why_no_law(fit, objective, tau_only: bool = False) -> str:

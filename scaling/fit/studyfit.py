@@ -113,14 +113,12 @@ class StudyFit:
     def tau_law(self, objective: str, form: str | None = None) -> DecayLaw | None:
         """The tau law of `objective` in `form`, or (form None) the one with the smallest held-out error."""
         laws = [law for law in self.tau_laws if law.objective == objective and (form is None or law.form == form)]
-        if form is None and laws:
-            return min(laws, key=lambda law: law.held_out if math.isfinite(law.held_out) else math.inf)
-        return laws[0] if laws else None
+        return choose_carrier(laws) if form is None else next(iter(laws), None)
 
-    def tolerance_law(self, objective: str, response: str = "tolerance") -> DecayLaw | None:
-        """The decay_tol law of `objective` (response "tau_tolerance": the tau_tol law with the smallest held-out error)."""
-        pool = [law for law in self.tolerance_laws if law.objective == objective and law.response == response]
-        return choose_carrier(pool)
+    def tolerance_law(self, objective: str) -> DecayLaw | None:
+        """The decay_tol law of `objective` (its tau_tol laws compete with it in `carrier`)."""
+        return next((law for law in self.tolerance_laws if law.objective == objective and law.response == "tolerance"),
+                    None)  # fmt: skip
 
     def claim(self, name: str) -> Claim | None:
         return next((c for c in self.claims if c.name == name), None)
@@ -270,7 +268,7 @@ def fit_study(
                         into.append(tau_law)
         candidates = [law for law in (*laws, *tau_laws, *tol_laws) if law.objective == objective]
         for law in candidates:
-            refit_form = law_form if law.response in ("decay", "tolerance") else law.form
+            refit_form = law.form if law.in_tau else law_form
             bt = backtest_law(cells, level=level, form=refit_form, response=law.response)
             backtests.append(replace(bt, law_form=law.form))
         for estimand in ("optimum", "tolerance"):
