@@ -84,6 +84,9 @@ class _SwiGLU(torch.autograd.Function):
     def backward(ctx, dh: torch.Tensor):
         gate_up, act = ctx.saved_tensors
         ff = gate_up.shape[-1] // 2
+        if torch.compiler.is_compiling():  # `out=` into a view is a graph break: the functional form
+            d_gate = torch.ops.aten.silu_backward(dh * gate_up[..., ff:], gate_up[..., :ff])
+            return torch.cat((d_gate, dh * act), dim=-1)
         grad = torch.empty_like(gate_up)
         torch.mul(dh, act, out=grad[..., ff:])
         torch.ops.aten.silu_backward.grad_input(dh * gate_up[..., ff:], gate_up[..., :ff], grad_input=grad[..., :ff])
@@ -98,7 +101,8 @@ def _rotate(x: torch.Tensor, rope: torch.Tensor, out: torch.Tensor) -> None:
     """out = x rotated pairwise, (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos) with pairs adjacent
     in the last dim; x, out (..., T, H, hd). `rope` is either complex (T, H, hd/2), e^(i angle):
     one complex product in float32/64; or real (T, H, hd/2, 2), (cos, sin) (`real_rope`): the
-    real form, which bf16/fp16 (no complex type) and torch.compile (no complex codegen) need."""
+    real form, which bf16/fp16 (no complex type) and torch.compile (no complex codegen) need.
+    Under torch.compile use `_rotated` (no `out=`)."""
     shape = x.shape[:-1] + (x.shape[-1] // 2, 2)
     if rope.is_complex() and x.dtype in (torch.float32, torch.float64):
         torch.mul(torch.view_as_complex(x.reshape(shape)), rope, out=torch.view_as_complex(out.view(shape)))
@@ -111,6 +115,15 @@ def _rotate(x: torch.Tensor, rope: torch.Tensor, out: torch.Tensor) -> None:
     a, b = pairs[..., 0], pairs[..., 1]
     torch.sub(a * cos, b * sin, out=target[..., 0])
     torch.add(a * sin, b * cos, out=target[..., 1])
+
+
+def _rotated(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """`_rotate` as a new tensor, for torch.compile: an `out=` into a view is a graph break there.
+    Real `rope` only (compile has no complex codegen); the same products as `_rotate`'s real form."""
+    pairs = x.reshape(x.shape[:-1] + (x.shape[-1] // 2, 2))
+    cos, sin = rope[..., 0].to(x.dtype), rope[..., 1].to(x.dtype)
+    a, b = pairs[..., 0], pairs[..., 1]
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).view(x.shape)
 
 
 def real_rope(rope: torch.Tensor) -> torch.Tensor:
@@ -134,12 +147,15 @@ class _RotarySplit(torch.autograd.Function):
         k, n, three_d = qkv.shape
         d = three_d // 3
         shape = (k, batch, n // batch, heads, d // heads)
+        ctx.save_for_backward(rope)
+        ctx.qkv_shape = qkv.shape
+        if torch.compiler.is_compiling():
+            v = qkv[..., 2 * d:].reshape(shape).contiguous()
+            return _rotated(qkv[..., :d].reshape(shape), rope), _rotated(qkv[..., d:2 * d].reshape(shape), rope), v
         q, kk = qkv.new_empty(shape), qkv.new_empty(shape)
         _rotate(qkv[..., :d].view(shape), rope, q)
         _rotate(qkv[..., d:2 * d].view(shape), rope, kk)
         v = qkv[..., 2 * d:].reshape(shape).contiguous()
-        ctx.save_for_backward(rope)
-        ctx.qkv_shape = qkv.shape
         return q, kk, v
 
     @staticmethod
@@ -147,8 +163,11 @@ class _RotarySplit(torch.autograd.Function):
         (rope,) = ctx.saved_tensors
         k, n, three_d = ctx.qkv_shape
         d = three_d // 3
-        grad = dq.new_empty(k, n, three_d)
         conj = _inverse(rope)
+        if torch.compiler.is_compiling():
+            parts = (_rotated(dq.contiguous(), conj), _rotated(dk.contiguous(), conj), dv)
+            return torch.cat([z.reshape(k, n, d) for z in parts], dim=-1), None, None, None
+        grad = dq.new_empty(k, n, three_d)
         _rotate(dq.contiguous(), conj, grad[..., :d].view(dq.shape))
         _rotate(dk.contiguous(), conj, grad[..., d:2 * d].view(dk.shape))
         grad[..., 2 * d:].view(dv.shape).copy_(dv)
