@@ -1,6 +1,6 @@
 """GPU check for a machine with one CUDA GPU: the figures of issue 14 in one run under 8 minutes.
 
-    python benchmarks/gpu_check.py [--out results/gpu-check] [--skip-ladder] [--with-compile]
+    python benchmarks/gpu_check.py [--out results/gpu-check] [--skip-ladder] [--skip-compile]
                                    [--deadline-s 450] [--dry-run]
 
 1. Whole trials (`scaling bench --unit`, `scaling.train.bench_unit`): K = 32 complete trials at
@@ -12,8 +12,10 @@
    bf16 peak (table below; unknown GPUs report the ratio as null). Target at 2.7m, K = 64: >= 20%.
 3. A small GPU ladder through `scaling run` (101k, 332k, 804k at 20 TPP, four decays stacked per
    cell): the whole main job into results/gpu-ladder/ (the report included), to commit.
-4. With --with-compile, the small-size bench with `torch.compile` on the stacked trainer
-   (compile time excluded; the fused kernels' `out=` writes still break the graph).
+4. The compiled step (`compile = true`: torch.compile as one graph, replayed as CUDA graphs)
+   against the eager one at 101k, K = 32 and 2.7m, K = 64 (`scaling.train.bench_compile`):
+   ms/step side by side, compile cost, TFLOP/s and share of the bf16 peak, host syncs per step.
+   Runs before the ladder; --skip-compile leaves it out.
 
 Each step is guarded, so one failure (say, out of memory at K = 64) still leaves the others, and a
 step is skipped once `--deadline-s` has passed (device time is rationed); everything lands in
@@ -67,6 +69,20 @@ def bench(size: str, context: int, batch: int, ks: tuple[int, ...], compile: boo
         result["trainer_mfu"] = result["trainer_flops_per_s"] / peak
         for row in result.get("batched", {}).values():
             row["mfu"] = row["flops_per_s"] / peak
+    return result
+
+
+def compiled_step(size: str, context: int, batch: int, k: int, peak: float | None, device: str, blocks: int,
+                  steps: int) -> dict:
+    """The stacked step eager vs compiled (CUDA graphs), with the share of the bf16 peak."""
+    from scaling.config import RunConfig
+    from scaling.train.bench_compile import compare_compiled_step
+
+    cfg = RunConfig(size=size, context=context, batch_size=batch, tpp=20.0, device=device, lr=3e-3)
+    result = compare_compiled_step(cfg, k, torch.device(device), blocks=blocks, steps=steps)
+    if peak:
+        result["eager_mfu"] = result["eager_flops_per_s"] / peak
+        result["compiled_mfu"] = result["compiled_flops_per_s"] / peak
     return result
 
 
@@ -125,8 +141,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/gpu-check")
     p.add_argument("--skip-ladder", action="store_true")
-    p.add_argument("--with-compile", action="store_true", dest="with_compile",
-                   help="also the torch.compile bench (not needed for the targets; may not fit 8 minutes)")
+    p.add_argument("--skip-compile", action="store_true", dest="skip_compile",
+                   help="leave out the compiled-step (CUDA graph) comparison")
     p.add_argument("--deadline-s", type=float, default=450.0,
                    help="skip any step that would start after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="toy sizes on CPU, to check the script")
@@ -150,16 +166,14 @@ def main() -> int:
                                               device=device))]
     steps += [(f"bench_{label}", lambda s=spec: bench(*s, compile=False, peak=peak, **opts))
               for label, spec in sizes.items()]
+    if not args.skip_compile:
+        for label, (size, context, batch, ks) in sizes.items():
+            steps.append((f"compile_{label}", lambda s=size, c=context, b=batch, k=ks[-1]:
+                          compiled_step(s, c, b, k, peak, device, blocks=2 if dry else 6, steps=3 if dry else 20)))
     if not args.skip_ladder:
         steps.append(("ladder", lambda: ladder(out, out if dry else ROOT, "gpu-ladder-dry" if dry else "gpu-ladder",
                                                ("13k",) if dry else ("101k", "332k", "804k"), (0.3,) if dry else (20,),
                                                device, timeout=240 if dry else 300)))
-    if args.with_compile:
-        size, context, batch, ks = sizes["small"]
-        # K = 1 and the largest K only: every new stacked model is a fresh compile
-        steps.append(("bench_small_compiled",
-                      lambda: bench(size, context, batch, (ks[0], ks[-1]), compile=True, peak=peak,
-                                    **{**opts, "repeats": min(2, opts["repeats"])})))
     for key, fn in steps:
         if time.perf_counter() - t0 > args.deadline_s:
             report[key] = {"skipped": f"deadline of {args.deadline_s:.0f} s passed", "step_wall_s": 0.0}
@@ -194,6 +208,12 @@ def summarize(key: str, result: dict) -> None:
         shares = result["unit_phase_share"]
         for k in result["ks"]:
             print(f"   K={k} phase shares: " + ", ".join(f"{p} {100 * v:.0f}%" for p, v in shares[str(k)]["stacked"].items()))
+        return
+    if key.startswith("compile"):
+        from scaling.train.bench_compile import describe
+
+        print("   " + describe(result) + (f"; bf16 peak share: eager {100 * result['eager_mfu']:.2f}%, compiled "
+                                         f"{100 * result['compiled_mfu']:.2f}%" if "compiled_mfu" in result else ""))
         return
     cfg = result["config"]
     print(f"   size {cfg['size']}, context {cfg['context']}, batch {cfg['batch_size']}: reference "

@@ -43,7 +43,7 @@ def test_the_branches_unit_gives_each_config_its_models_row_at_its_budget(monkey
     configs = [base.replace(decay=d, tokens=t, tpp=None) for d, t in ((0.0, 1024), (0.5, 2048), (0.0, 2048))]
     calls = []
 
-    def fake_branches(models, budgets):
+    def fake_branches(models, budgets, compile=False):
         calls.append(([m.decay for m in models], budgets, {m.tokens for m in models}))
         return [[{"decay": m.decay, "tokens": b} for b in budgets] for m in models]
 
@@ -60,3 +60,24 @@ def test_a_lone_unit_turns_divergence_into_a_result():
     (result,) = units.lone(diverges)([RunConfig()])
     assert result == {"error": "fine-tuning diverged at step 3: loss nan", "diverged_step": 3,
                       "diverged_phase": "fine-tuning"}
+
+
+def test_the_specs_compile_setting_reaches_the_stacked_and_branch_units(monkeypatch, tmp_path):
+    from dataclasses import replace
+
+    from scaling.study import load_spec
+
+    seen = []
+    monkeypatch.setattr(units, "run_stack", lambda configs, compile=False: seen.append(("stack", compile)) or
+                        [{} for _ in configs])
+    monkeypatch.setattr(units, "run_branches", lambda models, budgets, compile=False: seen.append(("branches", compile))
+                        or [[{} for _ in budgets] for _ in models])
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\nsizes = ["13k"]\nbudgets = { tokens = [2048] }\nbatch_models = 2\n'
+                    'compile = true\n[decay]\ngrid = [0, 0.1]\n')
+    spec = load_spec(path)
+    config = RunConfig(size="13k", context=64, batch_size=8)
+    units.make_unit(spec)([config, config.replace(decay=0.1)])
+    units.make_unit(replace(spec, compile=False))([config, config.replace(decay=0.1)])
+    units.make_unit(replace(spec, cooldown_branches=True))([config.replace(schedule="wsd", warmup_frac=0.0)])
+    assert seen == [("stack", True), ("stack", False), ("branches", True)]

@@ -22,6 +22,9 @@ def register(sub) -> None:
     run.add_argument("--batch-models", type=int, default=None, dest="batch_models",
                      help="trials of one cell each worker trains together as one stacked model "
                           "(overrides the spec's batch_models; default 1)")
+    run.add_argument("--compile", action="store_true", default=None,
+                     help="torch.compile the stacked units' training step (CUDA graphs on a GPU; "
+                          "needs batch_models > 1; overrides the spec's compile)")
     run.add_argument("--retry-failed", action="store_true", dest="retry_failed",
                      help="queue again trials that finally failed (except diverged ones)")
     run.add_argument("--allow-changed-spec", action="store_true", dest="allow_changed_spec",
@@ -59,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     report = run_study(spec, storage=args.storage, workers=args.workers, n_trials=args.n_trials,
                        progress=args.progress, threads=args.threads,
                        retry_failed=args.retry_failed, batch_models=args.batch_models,
-                       allow_changed_spec=args.allow_changed_spec)
+                       allow_changed_spec=args.allow_changed_spec, compile=args.compile)
     print(report.status.to_text())
     check_not_all_failed(spec, report)
     return 0 if report.ok else 1

@@ -114,7 +114,8 @@ def worker_gpus(workers: int, gpus: Sequence[str]) -> list[str | None]:
 def run_study(spec: StudySpec, storage: str | None = None, workers: int | None = None, n_trials: int | None = None,
               trial_fn: TrialFn | None = None, progress: bool = True, threads: int | None = None,
               retry_failed: bool = False, batch_models: int | None = None,
-              batch_fn: Unit | None = None, allow_changed_spec: bool = False) -> RunReport:
+              batch_fn: Unit | None = None, allow_changed_spec: bool = False,
+              compile: bool | None = None) -> RunReport:
     """Run (or resume, or join) the study described by `spec`.
 
     storage: any SQLAlchemy URL; default the spec's (a SQLite file under results/<name>/).
@@ -128,6 +129,7 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
     batch_fn: [RunConfig] -> [metrics dict] for batches; default `run_pipeline_batched`.
     allow_changed_spec: run a spec edited under the same name; the old trials become stale
         (kept in the storage, not counted or exported; `scaling.study.plan.ensure_planned`).
+    compile: torch.compile the stacked units' training step (overrides the spec's `compile`).
     """
     if workers is None:
         workers = default_workers(spec)
@@ -139,6 +141,13 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
         if isinstance(batch_models, bool) or not isinstance(batch_models, int) or batch_models < 1:
             raise ConfigError(f"batch_models: expected a positive integer, got {batch_models!r}")
         spec = replace(spec, batch_models=batch_models)
+    if compile is not None:
+        if not isinstance(compile, bool):
+            raise ConfigError(f"compile: expected true or false, got {compile!r}")
+        spec = replace(spec, compile=compile)
+    if spec.compile and spec.batch_models == 1 and not spec.cooldown_branches:
+        raise ConfigError("compile: expected batch_models > 1 or cooldown_branches (compile applies to "
+                          "stacked units), got batch_models = 1")
     check_fns(spec, trial_fn, batch_fn)
     if n_trials is not None:
         if spec.decay.is_grid:

@@ -163,6 +163,10 @@ class StudySpec:
     # Budgets of one size from one run: a shared WSD stable phase and a cooldown branch per
     # budget (`scaling.train.cooldown`, Hagele et al. 2024); needs warmup_frac = 0 (docs/studies.md).
     cooldown_branches: bool = False
+    # torch.compile the stacked units' training step (on CUDA with CUDA graphs: one launch per
+    # step instead of hundreds). Like batch_models, how trials run, not what they are: results
+    # equal eager ones to float rounding, and it is not part of a cell's identity.
+    compile: bool = False
     plasticity: str = DEFAULT_PLASTICITY  # "nll" (ft_nll minimised) or "score" (ft_score maximised)
     refine: RefineSettings = RefineSettings()
 

@@ -22,7 +22,7 @@ from scaling.study.training import MAX_SEED, RunConfig, ladder_sizes, shape_keys
 from scaling.study.values import is_finite_number
 
 TOP_KEYS = ("name", "description", "sizes", "budgets", "decay", "seeds", "tasks", "storage",
-            *PER_SIZE_KEYS, "run", "worker", "batch_models", "cooldown_branches", "plasticity", "refine")
+            *PER_SIZE_KEYS, "run", "worker", "batch_models", "cooldown_branches", "compile", "plasticity", "refine")
 MAX_N_TRIALS = 100_000  # per cell; planning enqueues every one
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -87,6 +87,9 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> StudySpec:
     batch_models = v.get(data, "batch_models", int, "a positive integer (trials trained together)",
                          default=1, low=1)
     cooldown_branches = v.get(data, "cooldown_branches", bool, "true or false", default=False)
+    compile = v.get(data, "compile", bool, "true or false", default=False)
+    if compile and batch_models == 1 and not cooldown_branches:
+        v.fail("compile", "batch_models > 1 or cooldown_branches = true (compile applies to stacked units)", True)
     plasticity = v.get(data, "plasticity", str, "one of " + ", ".join(map(repr, PLASTICITY)), default=DEFAULT_PLASTICITY)
     if plasticity not in PLASTICITY:
         v.fail("plasticity", "one of " + ", ".join(map(repr, PLASTICITY)), plasticity)
@@ -97,7 +100,7 @@ def parse_spec(data: dict[str, Any], path: str = "<spec>") -> StudySpec:
     spec = StudySpec(name=name, path=path, sizes=sizes, budgets=budgets, decay=decay, seeds=seeds,
                      tasks=tasks, per_size=per_size, run=run, storage=storage, worker=worker,
                      description=description, batch_models=batch_models, cooldown_branches=cooldown_branches,
-                     plasticity=plasticity, refine=refine)
+                     compile=compile, plasticity=plasticity, refine=refine)
     _check_run_configs(v, spec, data)
     _check_distinct_budgets(v, spec)
     if cooldown_branches:

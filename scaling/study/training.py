@@ -41,19 +41,20 @@ def run_one(config: RunConfig) -> dict[str, Any]:
     return run_pipeline(config, progress=False)
 
 
-def run_stack(configs: list[RunConfig]) -> list[dict[str, Any]]:
-    """`run_one` for K configs trained as one stacked model (`scaling.train.stacked`)."""
+def run_stack(configs: list[RunConfig], compile: bool = False) -> list[dict[str, Any]]:
+    """`run_one` for K configs trained as one stacked model (`scaling.train.stacked`);
+    `compile`: torch.compile its training step."""
     from scaling.train.pipeline import run_pipeline_batched
 
-    return run_pipeline_batched(configs, progress=False)
+    return run_pipeline_batched(configs, progress=False, compile=compile)
 
 
-def run_branches(configs: list[RunConfig], budgets: list[int]) -> list[list[dict[str, Any]]]:
+def run_branches(configs: list[RunConfig], budgets: list[int], compile: bool = False) -> list[list[dict[str, Any]]]:
     """Metrics of every config at every budget (tokens) from one WSD run with a cooldown
     branch per budget (`scaling.train.cooldown`)."""
     from scaling.train.pipeline import run_pipeline_with_cooldowns
 
-    return run_pipeline_with_cooldowns(configs, budgets)
+    return run_pipeline_with_cooldowns(configs, budgets, compile=compile)
 
 
 def check_stackable(configs: Sequence[RunConfig]) -> None:

@@ -12,6 +12,7 @@ metrics dict per config, in order. A model that diverged gets a dict with `error
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,7 @@ def stacked(batch_fn: Unit) -> Unit:
     return unit
 
 
-def branches(configs: list[RunConfig]) -> list[Metrics]:
+def branches(configs: list[RunConfig], compile: bool = False) -> list[Metrics]:
     """The unit of one size's trials across budgets: one stacked WSD run per (decay, seed)
     through the largest claimed budget, with a cooldown branch per claimed budget."""
     models: dict[tuple[float, int], list[int]] = {}  # (decay, seed) -> indexes into configs
@@ -54,7 +55,7 @@ def branches(configs: list[RunConfig]) -> list[Metrics]:
     budgets = sorted(set(tokens))
     base = [configs[members[0]].replace(tokens=budgets[-1], tpp=None) for members in models.values()]
     check_stackable(base)  # one size's trials differ only in decay, seed and budget
-    rows = run_branches(base, budgets)
+    rows = run_branches(base, budgets, compile)
     if len(rows) != len(base) or any(len(row) != len(budgets) for row in rows):
         raise RuntimeError(f"cooldown branches returned {[len(r) for r in rows]} results for "
                            f"{len(base)} configs x {len(budgets)} budgets")
@@ -80,7 +81,7 @@ def make_unit(spec: StudySpec, trial_fn: TrialFn | None = None, batch_fn: Unit |
     """The spec's unit, training with the real pipeline unless `trial_fn`/`batch_fn` replace it."""
     check_fns(spec, trial_fn, batch_fn)
     if spec.cooldown_branches:
-        return branches
+        return functools.partial(branches, compile=spec.compile)
     if spec.batch_models > 1:
-        return stacked(batch_fn or run_stack)
+        return stacked(batch_fn or functools.partial(run_stack, compile=spec.compile))
     return lone(trial_fn or run_one)

@@ -27,7 +27,7 @@ import torch
 
 from scaling.core.schedule import lr_multiplier
 from scaling.errors import DataError
-from scaling.train.loop import autocast_dtype, check_finite
+from scaling.train.loop import autocast_dtype, check_finite, to_device
 from scaling.train.model import GPT
 from scaling.train.phases import phase
 from scaling.train.single import evaluate_loss
@@ -237,8 +237,7 @@ def finetune(model: GPT, task, tokenizer, device: torch.device, seed: int = 0) -
             rng = np.random.default_rng((seed, step))
             idx = rng.integers(0, len(encoded.inputs), size=recipe.batch_size)
             inp, tgt = _trim(encoded.inputs[idx], encoded.targets[idx])
-        x = torch.from_numpy(np.ascontiguousarray(inp)).to(device)
-        y = torch.from_numpy(np.ascontiguousarray(tgt)).to(device)
+        x, y = to_device(inp, device), to_device(tgt, device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)

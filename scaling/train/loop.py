@@ -56,6 +56,15 @@ def check_finite(loss: float, step: int, vocab_size: int, phase: str = "pretrain
         raise TrainingDiverged(step, loss, phase)
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on `device` without stopping the host: on CUDA through pinned memory, since a
+    copy from pageable memory waits for every kernel queued before it (one host sync per step)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def readback_interval(device: torch.device) -> int:
     """Steps between reading the losses back to the host: 1 on CPU, where it is free; 16 on a GPU,
     where a per-step `.item()` would stop the host from queueing the next steps' kernels."""
@@ -214,7 +223,7 @@ class Run(ABC):
         """(B, T+1) shared by all models, or (K, B, T+1) when seeds differ."""
         arrays = [b.get(step) for b in self.batches]
         array = arrays[0] if self.shared_data else np.stack(arrays)
-        return torch.from_numpy(array).to(self.device, non_blocking=True)
+        return to_device(array, self.device)
 
     def train_step(self, step: int, lr: float) -> list[tuple[int, list[float]]]:
         """One optimizer step of every live model at learning rate `lr`. Returns the (step, K losses)
@@ -284,6 +293,7 @@ class Run(ABC):
             if self.stacked:
                 metrics["batch_models"] = k_total
                 metrics["batch_tokens_per_s"] = k_total * n_tokens / train_time
+                metrics["compiled"] = bool(getattr(self, "compile", False))
             metrics.update(extra or {})
             error = self.errors[k]
             if error is not None:

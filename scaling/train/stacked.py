@@ -17,7 +17,7 @@ import torch
 
 from scaling.config import RunConfig
 from scaling.errors import ConfigError
-from scaling.train.loop import LossReadback, PretrainResult, Run, full_run, progress_bar, resolve_device
+from scaling.train.loop import LossReadback, PretrainResult, Run, full_run, progress_bar, resolve_device, to_device
 from scaling.train.stacked_model import StackedAdamW, StackedGPT
 from scaling.train.threads import group_bounds, map_threads
 
@@ -43,6 +43,20 @@ def tune_cpu_allocator() -> bool:
     except (OSError, AttributeError):
         _ALLOCATOR_TUNED = False
     return _ALLOCATOR_TUNED
+
+
+def compiled_losses(model: StackedGPT) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`model.losses` under torch.compile, as one graph (`fullgraph`: a graph break is an error,
+    not a silent slowdown). On CUDA in "reduce-overhead" mode, which replays the forward and the
+    backward as CUDA graphs: one launch each instead of one per kernel, the point for small models
+    whose steps are launch-bound. The weights are marked static so the graphs read them in place
+    rather than copying them in before each replay. One compile serves every model of a shape
+    and K (tests/test_compile.py)."""
+    if model.device.type == "cuda":
+        for tensor in (model.flat, *model.params.values()):
+            torch._dynamo.mark_static_address(tensor)
+        return torch.compile(model.losses, dynamic=False, fullgraph=True, mode="reduce-overhead")
+    return torch.compile(model.losses, dynamic=False, fullgraph=True)
 
 
 # The only RunConfig fields the models of one batch may differ in.
@@ -86,17 +100,21 @@ class StackedRun(Run):
         self.model = model
         bounds = group_bounds(model.k, self.device, self.compile) if self.split else [(0, model.k)]
         self.groups = [(a, b, model if b - a == model.k else model.rows(a, b)) for a, b in bounds]
-        self._losses = torch.compile(model.losses, dynamic=False) if self.compile else model.losses
+        self._losses = compiled_losses(model) if self.compile else model.losses
 
     def _forward_backward(self, model: StackedGPT, losses_fn: Callable[..., torch.Tensor],
                           batch: torch.Tensor) -> torch.Tensor:
         # zeroed here, on the group's own thread: an (K, P) fill on the calling thread would
         # start OpenMP workers that then spin on the cores the groups run on
         model.grad.zero_()
+        graphed = self.compile and self.device.type == "cuda"
+        if graphed:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             losses = losses_fn(batch[..., :-1], batch[..., 1:])
         losses.sum().backward()
-        return losses.detach()
+        # a CUDA graph's output is overwritten by its next replay; the readback keeps several steps
+        return losses.detach().clone() if graphed else losses.detach()
 
     def forward_backward(self, step: int) -> torch.Tensor:
         batch = self.batch(step)
@@ -129,7 +147,7 @@ class StackedRun(Run):
             total = torch.zeros(b - a, dtype=torch.float64)
             for start in range(0, n, batch_size):
                 chunk = windows[start:start + batch_size] if shared else windows[a:b, start:start + batch_size]
-                x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.int64)).to(self.device)
+                x = to_device(np.asarray(chunk, dtype=np.int64), self.device)
                 with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                     losses = model.losses(x[..., :-1], x[..., 1:])
                 total += losses.double().cpu() * chunk.shape[-2]

@@ -24,7 +24,7 @@ from scaling.errors import TrainingDiverged
 from scaling.train.finetune import (EncodedExamples, RowStats, _trim, encode_examples, ranked_choice_from,
                                     ranked_choice_rows, LM_SCORE_TOKENS)
 from scaling.train.phases import phase
-from scaling.train.loop import LossReadback, autocast_dtype, check_finite, readback_interval
+from scaling.train.loop import LossReadback, autocast_dtype, check_finite, readback_interval, to_device
 from scaling.train.stacked_model import StackedAdamW, StackedGPT
 
 # the per-model recipe's optimizer settings (`finetune.finetune`)
@@ -68,8 +68,8 @@ def stacked_row_stats(model: StackedGPT, data: Sequence[EncodedExamples], pad_id
         chunks = [_trim(d.inputs[s:s + batch_size], d.targets[s:s + batch_size]) if s < len(d.inputs)
                   else (np.zeros((0, 1), np.int64), np.zeros((0, 1), np.int64)) for d in data]
         rows = max(len(c[0]) for c in chunks)
-        x = torch.from_numpy(pad_stack([c[0] for c in chunks], pad_id, rows)).to(device)
-        y = torch.from_numpy(pad_stack([c[1] for c in chunks], -100, rows)).to(device)
+        x = to_device(pad_stack([c[0] for c in chunks], pad_id, rows), device)
+        y = to_device(pad_stack([c[1] for c in chunks], -100, rows), device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model.logits(x)
         stats = RowStats.of(logits, y)
@@ -161,7 +161,7 @@ def stacked_finetune(base: StackedGPT, rows: Sequence[int], tasks: Sequence, see
     for step in range(recipe.steps):
         mult = lr_multiplier(step, recipe.steps, "cosine", recipe.warmup_frac, 0.0)
         inp, tgt = batches.get(step, list(range(model.k)))
-        x, y = torch.from_numpy(inp).to(device), torch.from_numpy(tgt).to(device)
+        x, y = to_device(inp, device), to_device(tgt, device)
         model.grad.zero_()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             losses = model.masked_losses(x, y)
