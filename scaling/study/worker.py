@@ -42,7 +42,7 @@ from scaling.study.sampler import make_sampler, suggest_decay
 from scaling.study.spec import StudySpec
 from scaling.study.storage import open_storage, retry_storage
 from scaling.study.training import RunConfig, set_threads
-from scaling.study.units import Metrics, TrialFn, Unit, make_unit
+from scaling.study.units import Metrics, TrialFn, Unit, claim_order, make_unit
 from scaling.study.values import is_finite_number, jsonable
 
 
@@ -81,11 +81,9 @@ class Worker:
                 study_name=spec.study_name(c), storage=self.storage, sampler=make_sampler(spec.decay)))
             for c in spec.cells()
         }
-        # Studies a unit is claimed from: one cell, or one size's cells for cooldown branches.
-        if spec.cooldown_branches:
-            self.groups = [[self.studies[c.name] for c in spec.cells() if c.size == size] for size in spec.sizes]
-        else:
-            self.groups = [[study] for study in self.studies.values()]
+        # Studies a unit is claimed from (one cell, or one size's cells for cooldown branches),
+        # the costliest first: the largest cell's units start first instead of ending the study alone.
+        self.groups = [[self.studies[c.name] for c in cells] for cells in claim_order(spec)]
         # The identity planning gave each cell (checked against this spec just before workers start):
         # trials a later, edited spec plans are not this worker's to run.
         self.identities: dict[str, str | None] = {
@@ -116,7 +114,7 @@ class Worker:
         return self.result
 
     def _claim_unit(self) -> list[Held]:
-        """The trials of the next unit, claimed, from the first group with any waiting."""
+        """The trials of the next unit, claimed, from the first group (costliest first) with any waiting."""
         k = self.spec.batch_models
         for group in self.groups:
             for study in group:
