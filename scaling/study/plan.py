@@ -13,6 +13,11 @@ commands on any number of machines enqueue each planned trial exactly once. Work
 WAITING trials (an atomic WAITING -> RUNNING change in the storage), never create new ones,
 so every planned trial runs exactly once. A sampler search plans `n_trials` slots whose params
 are left for the sampler to propose when a worker pops the slot.
+
+Refinement rounds (`scaling.study.refine`) are decided per cell under the same lock, recorded on
+the cell's study and enqueued like planned trials: by workers as soon as a cell's trials have
+settled (`refine_due`), and by the runner for every cell at once after its workers stop
+(`ensure_refined`), which then normally finds them recorded and enqueued already.
 """
 
 from __future__ import annotations
@@ -41,6 +46,14 @@ DIRECTIONS = ("minimize", "maximize")
 # user attrs every planned trial carries from enqueue through retries (refine, tau_target and
 # planned_decay only on some: refinement trials and timescale grids)
 PLAN_ATTRS = ("plan", "seed", "cell", ident.IDENTITY, "refine", "tau_target", "planned_decay")
+# A failed trial's worker re-queues it (or gives up) moments after failing it; a last attempt
+# still failed this long after means no re-queue is coming.
+REQUEUE_GRACE = timedelta(seconds=60)
+
+
+def plan_lock(spec: StudySpec) -> str:
+    """The storage lock planning and refinement decisions are made under, on every machine."""
+    return f"{spec.name}/.plan-lock"
 
 
 def open_cell_study(spec: StudySpec, cell: Cell, storage: optuna.storages.BaseStorage,
@@ -84,9 +97,27 @@ def needs_enqueue(trials: list[FrozenTrial], retry_failed: bool) -> bool:
     if kind == "interrupted":
         # The worker re-queues an interrupted trial right after failing it; a last attempt
         # still FAIL a minute later means that re-queue was itself cut off.
-        finished = last.datetime_complete or datetime.now()
-        return datetime.now() - finished > timedelta(seconds=60)
+        return _failed_before_grace(last)
     return retry_failed and kind != "diverged"
+
+
+def settled(trials: list[FrozenTrial]) -> bool:
+    """Whether a plan key whose attempts are `trials` is done for now: its last attempt complete,
+    diverged, or failed more than REQUEUE_GRACE ago. A worker re-queues a failed trial moments
+    after failing it (or gives up), so a fresh failure may still come back."""
+    if not trials:
+        return False
+    last = trials[-1]
+    if last.state in (TrialState.WAITING, TrialState.RUNNING):
+        return False
+    if last.state != TrialState.FAIL or last.user_attrs.get("fail_kind") == "diverged":
+        return True
+    return _failed_before_grace(last)
+
+
+def _failed_before_grace(trial: FrozenTrial) -> bool:
+    finished = trial.datetime_complete or datetime.now()
+    return datetime.now() - finished > REQUEUE_GRACE
 
 
 def ensure_planned(spec: StudySpec, storage: optuna.storages.BaseStorage, n_trials: int | None = None,
@@ -102,7 +133,7 @@ def ensure_planned(spec: StudySpec, storage: optuna.storages.BaseStorage, n_tria
     stale (not counted, not exported) and its old waiting trials are failed as "spec_changed"."""
     added = 0
     identities = {cell.name: ident.cell_identity(spec, cell) for cell in spec.cells()}
-    with storage_lock(storage, f"{spec.name}/.plan-lock", log=log):
+    with storage_lock(storage, plan_lock(spec), log=log):
         studies = {cell.name: open_cell_study(spec, cell, storage) for cell in spec.cells()}
         for cell in spec.cells():
             check_plasticity(spec, studies[cell.name])
@@ -238,7 +269,16 @@ def refinement_table(spec: StudySpec, cell: Cell, trials: Iterable[FrozenTrial])
 
 def ensure_refined(spec: StudySpec, storage: optuna.storages.BaseStorage, round_: int,
                    log: Callable[[str], None] | None = None) -> int:
-    """Enqueue refinement round `round_` of every cell; return how many trials were enqueued.
+    """Enqueue refinement round `round_` of every cell at once (`refine_cell`); return how many
+    trials were enqueued. The runner calls it after its workers stop: for resumes, and for cells
+    the workers could not decide (`refine_due` decides each cell as soon as it is ready)."""
+    with storage_lock(storage, plan_lock(spec), log=log):
+        return sum(refine_cell(spec, cell, open_cell_study(spec, cell, storage), round_) for cell in spec.cells())
+
+
+def refine_cell(spec: StudySpec, cell: Cell, study: optuna.Study, round_: int) -> int:
+    """Enqueue refinement round `round_` of one cell; return how many trials were enqueued. The
+    caller holds the plan lock (`plan_lock`).
 
     The first caller computes the round's proposals (`scaling.study.refine.propose`) from the
     cell's completed trials and records their plan keys on the cell's study (user attr
@@ -246,28 +286,84 @@ def ensure_refined(spec: StudySpec, storage: optuna.storages.BaseStorage, round_
     trial, so a round is decided once whoever runs it and however often it is resumed."""
     from scaling.study.refine import propose
 
-    added = 0
     directions = [(name, "min" if d == "minimize" else "max") for name, d in spec.objectives]
-    with storage_lock(storage, f"{spec.name}/.plan-lock", log=log):
-        for cell in spec.cells():
-            study = open_cell_study(spec, cell, storage)
-            trials = ident.current(study.get_trials(deepcopy=False), study.user_attrs)  # not stale ones
-            groups = by_plan_key(trials)
-            identity = study.user_attrs.get(ident.IDENTITY, "")  # set by ensure_planned
-            attr = f"refine_round_{round_}"
-            recorded = study.user_attrs.get(attr)
-            if recorded is None:
-                proposals = propose(refinement_table(spec, cell, trials), directions, spec.refine.trials)
-                recorded = [{"key": f"refine={round_}/{p.key}", "seed": p.seed, "decay": p.decay,
-                             "tau": None if p.tau is None else (p.tau if math.isfinite(p.tau) else "inf"),
-                             "objective": p.objective, "reason": p.reason} for p in proposals]
-                study.set_user_attr(attr, recorded)
-            for r in recorded:
-                tau = None if r["tau"] is None else float(r["tau"])
-                planned = PlannedTrial(r["key"], int(r["seed"]), float(r["decay"]), tau)
-                added += enqueue_planned(study, cell, planned, groups.get(r["key"], []), False, identity,
-                                         refine_round=round_)
+    trials = ident.current(study.get_trials(deepcopy=False), study.user_attrs)  # not stale ones
+    groups = by_plan_key(trials)
+    identity = study.user_attrs.get(ident.IDENTITY, "")  # set by ensure_planned
+    attr = refine_attr(round_)
+    recorded = study.user_attrs.get(attr)
+    if recorded is None:
+        proposals = propose(refinement_table(spec, cell, trials), directions, spec.refine.trials)
+        recorded = [{"key": f"refine={round_}/{p.key}", "seed": p.seed, "decay": p.decay,
+                     "tau": None if p.tau is None else (p.tau if math.isfinite(p.tau) else "inf"),
+                     "objective": p.objective, "reason": p.reason} for p in proposals]
+        retry_storage(lambda: study.set_user_attr(attr, recorded))
+    added = 0
+    for r in recorded:
+        tau = None if r["tau"] is None else float(r["tau"])
+        planned = PlannedTrial(r["key"], int(r["seed"]), float(r["decay"]), tau)
+        added += enqueue_planned(study, cell, planned, groups.get(r["key"], []), False, identity,
+                                 refine_round=round_)
     return added
+
+
+def refine_attr(round_: int) -> str:
+    """The cell study's user attr recording refinement round `round_`'s proposals."""
+    return f"refine_round_{round_}"
+
+
+def due_round(spec: StudySpec, study: optuna.Study, identity: str | None = None) -> int | None:
+    """The cell's first refinement round there is something to do for now, or None: a decided
+    round with a recorded key lacking a trial, or the next undecided round once every plan key
+    of the earlier rounds (the planned trials are round 0) has `settled`. A round depends on its
+    cell's trials only, so it need not wait for other cells. None as well when refinement is
+    off, or when the cell was planned under another `identity` than the caller's."""
+    if not spec.refine.enabled:
+        return None
+    attrs = study.user_attrs
+    if identity is not None and attrs.get(ident.IDENTITY) != identity:
+        return None
+    groups = by_plan_key(ident.current(study.get_trials(deepcopy=False), attrs))
+    for round_ in range(1, spec.refine.rounds + 1):
+        recorded = attrs.get(refine_attr(round_))
+        if recorded is None:
+            earlier = [ts for ts in groups.values() if _round(ts[-1]) < round_]
+            return round_ if earlier and all(settled(ts) for ts in earlier) else None
+        if any(needs_enqueue(groups.get(r["key"], []), False) for r in recorded):
+            return round_
+    return None
+
+
+def refine_due(spec: StudySpec, storage: optuna.storages.BaseStorage, cells: Iterable[tuple[Cell, optuna.Study]],
+               identities: dict[str, str | None] | None = None, log: Callable[[str], None] | None = None) -> int:
+    """Decide and enqueue every refinement round that is due (`due_round`) in `cells`, each
+    cell on its own while other cells still train; return how many trials were enqueued.
+
+    Workers call it between units. It reads without the lock first (the usual answer is that
+    nothing is due) and takes the plan lock only when a round is due, then asks again under it:
+    of several workers (on any machines) that see a round due, the first decides it and the
+    others find it recorded and enqueued (`refine_cell`). `identities`: study name -> the
+    identity the caller's spec planned (a stale spec decides nothing)."""
+    identities = identities or {}
+    due = [(cell, study) for cell, study in cells
+           if due_round(spec, study, identities.get(study.study_name)) is not None]
+    if not due:
+        return 0
+    added = 0
+    with storage_lock(storage, plan_lock(spec), log=log):
+        for cell, study in due:
+            for _ in range(spec.refine.rounds):  # a round with no proposals leaves the next one due at once
+                round_ = due_round(spec, study, identities.get(study.study_name))
+                if round_ is None:
+                    break
+                added += refine_cell(spec, cell, study, round_)
+    return added
+
+
+def _round(trial: FrozenTrial) -> int:
+    """The refinement round a trial belongs to (0: planned)."""
+    value = trial.user_attrs.get("refine", 0)
+    return value if isinstance(value, int) else 0
 
 
 def _float(x: Any) -> float:

@@ -32,7 +32,7 @@ from scaling.study.worker import WorkerResult, run_worker, stop_signals_as_inter
 @dataclass(frozen=True)
 class RunReport:
     storage: str
-    enqueued: int
+    enqueued: int  # trials planned and refinement trials enqueued by this process (not by its workers)
     workers: tuple[WorkerResult | int, ...]  # a result (in-process) or a process exit code
     status: StudyStatus
 
@@ -173,8 +173,10 @@ def _run_study(spec: StudySpec, storage: str | None, workers: int, n_trials: int
                               log=lambda msg: print(msg, file=sys.stderr), allow_changed_spec=allow_changed_spec)
     store.engine.dispose()  # spawned workers open their own connections
     results = _run_workers(spec, url, workers, trial_fn, progress, threads, batch_fn)
-    # Adaptive refinement (scaling.study.refine): each round is decided from the finished trials,
-    # enqueued like planned ones, and run by the same workers.
+    # Adaptive refinement (scaling.study.refine): the workers decide each cell's rounds as soon as
+    # the cell is ready (scaling.study.plan.refine_due), so after them this loop normally finds
+    # every round recorded and enqueued. It stays for what they leave: a cell whose last trial
+    # failed moments before the workers stopped, a resume, a worker that could not decide.
     for round_ in range(1, spec.refine.rounds + 1 if spec.refine.enabled else 1):
         store = open_storage(url, spec.worker)
         added = ensure_refined(spec, store, round_, log=lambda msg: print(msg, file=sys.stderr))

@@ -14,7 +14,7 @@ from scaling.config import MAX_SEED, RunConfig, model_shape, token_budget
 from scaling.core.shapes import LADDER, ModelShape, non_embedding_params
 
 __all__ = ["MAX_SEED", "RunConfig", "check_inputs", "check_stackable", "cuda_device_count",
-           "ladder_sizes", "run_branches", "run_one",
+           "ladder_sizes", "pretraining_compute", "run_branches", "run_one",
            "run_stack", "set_threads", "shape_keys", "trained_tokens"]
 
 
@@ -32,6 +32,12 @@ def shape_keys() -> tuple[str, ...]:
 def trained_tokens(config: RunConfig) -> int:
     """The tokens a run of `config` pretrains on (its budget rounded to whole steps)."""
     return token_budget(config, non_embedding_params(model_shape(config)))[1]
+
+
+def pretraining_compute(config: RunConfig) -> int:
+    """Non-embedding parameters x trained tokens: a run's pretraining FLOPs up to the factor 6."""
+    n_params = non_embedding_params(model_shape(config))
+    return n_params * token_budget(config, n_params)[1]
 
 
 def run_one(config: RunConfig) -> dict[str, Any]:

@@ -13,12 +13,13 @@ metrics dict per config, in order. A model that diverged gets a dict with `error
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from scaling.errors import ConfigError, TrainingDiverged
-from scaling.study.spec import StudySpec
-from scaling.study.training import RunConfig, check_stackable, run_branches, run_one, run_stack, trained_tokens
+from scaling.study.spec import Cell, StudySpec
+from scaling.study.training import (RunConfig, check_stackable, pretraining_compute, run_branches, run_one, run_stack,
+                                    trained_tokens)
 
 Metrics = dict[str, Any]
 Unit = Callable[[list[RunConfig]], list[Metrics]]
@@ -64,6 +65,25 @@ def branches(configs: list[RunConfig], compile: bool = False) -> list[Metrics]:
         for i in members:
             results[i] = row[budgets.index(tokens[i])]
     return results
+
+
+def unit_cost(spec: StudySpec, cells: Sequence[Cell]) -> int:
+    """What one trial of a unit drawn from `cells` costs to train, up to a constant: non-embedding
+    parameters x trained tokens of the largest cell (one cell; or one size's cells for cooldown
+    branches, which run through the largest budget). Fine-tuning and evaluation are left out:
+    the order it gives workers (largest first) is all it is for."""
+    return max(pretraining_compute(spec.run_config(cell, 0.0, spec.seeds[0])) for cell in cells)
+
+
+def claim_order(spec: StudySpec) -> list[list[Cell]]:
+    """The groups of cells a worker claims units from, the costliest (`unit_cost`) first and
+    ties in spec order: one cell each, or one size's cells with cooldown branches. Longest
+    first keeps the largest cell's units from starting last and ending the study on one core."""
+    if spec.cooldown_branches:
+        groups = [[c for c in spec.cells() if c.size == size] for size in spec.sizes]
+    else:
+        groups = [[c] for c in spec.cells()]
+    return sorted(groups, key=lambda cells: -unit_cost(spec, cells))  # a stable sort: ties keep spec order
 
 
 def check_fns(spec: StudySpec, trial_fn: TrialFn | None, batch_fn: Unit | None) -> None:

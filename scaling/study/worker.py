@@ -1,10 +1,13 @@
 """A worker: claim a unit of WAITING trials, train it, record each trial, repeat.
 
-Workers never create trials (the plan does, see `scaling.study.plan`), so running any number
-of them, here or on other machines, runs each planned trial exactly once. A worker with nothing
-to claim waits while other workers' trials are still running: if one of them dies, its heartbeat
-goes stale, the trial is failed and re-queued with the same params, and a waiting worker runs
-it. The worker stops when no cell has a WAITING or RUNNING trial.
+Workers never create trials of their own: the plan does (`scaling.study.plan`), so running any
+number of them, here or on other machines, runs each planned trial exactly once. Between units a
+worker asks the plan for the refinement rounds that are due (`refine_due`): a cell's next round
+is decided, under the plan lock and once, as soon as that cell's own trials have finished, while
+other cells still train. Units are claimed from the costliest cell first (`claim_order`). A
+worker with nothing to claim waits while other workers' trials are still running: if one of them
+dies, its heartbeat goes stale, the trial is failed and re-queued with the same params, and a
+waiting worker runs it. The worker stops when no cell has a WAITING or RUNNING trial.
 
 A unit (`scaling.study.units`) is one trial, up to `batch_models` trials of one cell, or with
 `cooldown_branches` one size's trials across budgets. Each trial of a unit ends as it would
@@ -36,25 +39,27 @@ from optuna.trial import TrialState
 
 from scaling.study.claim import Held, claim_across, claim_some, heartbeats
 from scaling.study.identity import IDENTITY, current, trial_identity
-from scaling.study.plan import by_plan_key, requeue
+from scaling.study.plan import by_plan_key, refine_due, requeue
 from scaling.study.provenance import provenance
 from scaling.study.sampler import make_sampler, suggest_decay
 from scaling.study.spec import StudySpec
 from scaling.study.storage import open_storage, retry_storage
 from scaling.study.training import RunConfig, set_threads
-from scaling.study.units import Metrics, TrialFn, Unit, make_unit
+from scaling.study.units import Metrics, TrialFn, Unit, claim_order, make_unit
 from scaling.study.values import is_finite_number, jsonable
 
 
 @dataclass
 class WorkerResult:
-    """What one worker did: trials it ran, completed and failed, and whether Ctrl-C stopped it."""
+    """What one worker did: trials it ran, completed and failed, refinement trials it enqueued,
+    and whether Ctrl-C stopped it."""
 
     index: int
     ran: int = 0
     completed: int = 0
     failed: int = 0
     interrupted: bool = False
+    refined: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,15 +86,14 @@ class Worker:
                 study_name=spec.study_name(c), storage=self.storage, sampler=make_sampler(spec.decay)))
             for c in spec.cells()
         }
-        # Studies a unit is claimed from: one cell, or one size's cells for cooldown branches.
-        if spec.cooldown_branches:
-            self.groups = [[self.studies[c.name] for c in spec.cells() if c.size == size] for size in spec.sizes]
-        else:
-            self.groups = [[study] for study in self.studies.values()]
+        # Studies a unit is claimed from (one cell, or one size's cells for cooldown branches),
+        # the costliest first: the largest cell's units start first instead of ending the study alone.
+        self.groups = [[self.studies[c.name] for c in cells] for cells in claim_order(spec)]
         # The identity planning gave each cell (checked against this spec just before workers start):
         # trials a later, edited spec plans are not this worker's to run.
         self.identities: dict[str, str | None] = {
             study.study_name: retry_storage(lambda s=study: s.user_attrs).get(IDENTITY) for study in self.studies.values()}
+        self.refining = spec.refine.enabled  # off after a failed decision (`_refine`)
         self.poll_s = poll_s if poll_s is not None else min(2.0, spec.worker.heartbeat_interval / 2)
         self.info = provenance()
         self.result = WorkerResult(index)
@@ -99,6 +103,7 @@ class Worker:
         try:
             self._refresh_bar()
             while True:
+                self._refine()
                 held = self._claim_unit()
                 if held:
                     self._run_unit(held)
@@ -106,7 +111,7 @@ class Worker:
                 elif self._anything_running():
                     time.sleep(self.poll_s)  # another worker's trial may still die and come back
                     self._refresh_bar()
-                else:
+                elif not self._refine():  # the last trial of a cell may have ended since: its next round
                     break
         except KeyboardInterrupt:
             self.result.interrupted = True
@@ -116,7 +121,7 @@ class Worker:
         return self.result
 
     def _claim_unit(self) -> list[Held]:
-        """The trials of the next unit, claimed, from the first group with any waiting."""
+        """The trials of the next unit, claimed, from the first group (costliest first) with any waiting."""
         k = self.spec.batch_models
         for group in self.groups:
             for study in group:
@@ -128,6 +133,21 @@ class Worker:
             if held:
                 return held
         return []
+
+    def _refine(self) -> int:
+        """Decide and enqueue the refinement rounds of the cells ready for one (`refine_due`):
+        a cell's next round as soon as its own trials have finished, not once every cell has."""
+        if not self.refining:
+            return 0
+        cells = [(cell, self.studies[cell.name]) for cell in self.spec.cells()]
+        try:
+            added = refine_due(self.spec, self.storage, cells, self.identities)
+        except Exception as exc:  # training goes on; the runner's round loop decides after the workers stop
+            print(f"worker {self.index}: refinement left to the runner: {_reason(exc)}", file=sys.stderr)
+            self.refining = False
+            return 0
+        self.result.refined += added
+        return added
 
     def _anything_running(self) -> bool:
         """Whether a trial of this spec's version still waits or runs (it may come back to us)."""
