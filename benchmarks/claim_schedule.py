@@ -1,6 +1,6 @@
 """Simulate the quickstart's schedule on W workers: claim order x when refinement is decided.
 
-    python benchmarks/claim_schedule.py [--workers 2]
+    python benchmarks/claim_schedule.py [--workers 2] [--trials results/quickstart/trials.csv]
 
 No training: each unit takes a fixed time, measured per cell on the shared 2-core machine
 (quickstart, two planned units and one refinement unit per cell). The cell order is the real
@@ -66,10 +66,30 @@ def simulate(order: list[str], policy: str, workers: int) -> float:
         idle.append(worker)
 
 
+def unit_times(trials_csv: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds per planned and per refinement unit of each cell, from a quickstart trials.csv
+    (a unit's trials share its wall time: `wall_s` is each one's share of it)."""
+    import pandas as pd
+
+    t = pd.read_csv(trials_csv)
+    units = t.groupby(["cell", "refine", "seed"])["wall_s"].sum()
+    planned = units.xs(0, level="refine").groupby(level="cell").mean()
+    refine = units[units.index.get_level_values("refine") > 0].groupby(level="cell").sum()
+    return planned.to_dict(), refine.to_dict()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--trials", default=None,
+                        help="take the unit times from this quickstart trials.csv instead of the built-in ones")
     args = parser.parse_args()
+    if args.trials:
+        planned, refine = unit_times(args.trials)
+        PLANNED_S.update(planned)
+        REFINE_S.update(refine)
+        print("unit seconds (planned, refinement): " + ", ".join(
+            f"{c} {PLANNED_S[c]:.0f}, {REFINE_S[c]:.0f}" for c in PLANNED_S))
     spec = load_spec("studies/quickstart.toml")
     orders = {"spec": [c.name for c in spec.cells()],
               "costliest first": [cells[0].name for cells in claim_order(spec)]}
@@ -77,6 +97,8 @@ def main() -> None:
         print(f"{name} ({', '.join(order)}):")
         for policy in ("barrier", "idle", "eager"):
             print(f"  refinement {policy:8s} {simulate(order, policy, args.workers):6.0f} s")
+    print(f"floor (all work over {args.workers} workers): "
+          f"{(PLANNED_UNITS * sum(PLANNED_S.values()) + sum(REFINE_S.values())) / args.workers:.0f} s")
 
 
 if __name__ == "__main__":
