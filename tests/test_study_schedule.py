@@ -19,7 +19,6 @@ from scaling.study.storage import open_storage
 from scaling.study.units import claim_order, make_unit, unit_cost
 from scaling.study.worker import Worker
 from tests.test_study_branches import trials_by_cell
-from tests.test_study_workers import postgres_url  # noqa: F401 (a fixture)
 
 GRID = (0.0, 0.1, 1.0)
 
@@ -229,7 +228,7 @@ def test_per_cell_refinement_runs_the_same_trials_as_refining_every_cell_at_once
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_three_worker_processes_on_postgresql_decide_each_round_once(tmp_path, postgres_url):  # noqa: F811
+def test_three_worker_processes_on_postgresql_decide_each_round_once(tmp_path, postgres_url):
     refine = "[refine]\ntrials = 2\nrounds = 2"
     spec = write(tmp_path, name="pg", budgets="[20, 40]", refine=refine)
     report = run_study(spec, storage=postgres_url, workers=3, trial_fn=bowl, progress=False)

@@ -3,7 +3,6 @@ with the real pipeline at the smallest ladder size and a tiny token budget."""
 
 import csv
 import multiprocessing
-import uuid
 from pathlib import Path
 
 import optuna
@@ -82,26 +81,8 @@ def test_three_sqlite_workers_run_each_planned_trial_once_and_export_it(tmp_path
     assert again.ok and again.enqueued == 0 and again.workers[0].ran == 0
 
 
-@pytest.fixture
-def postgres_url():
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({exc})")
-    admin.autocommit = True
-    name = f"scaling_test_{uuid.uuid4().hex[:12]}"
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.slow
 def test_three_workers_on_postgresql_run_each_planned_trial_once(tmp_path, postgres_url):
     spec = tiny_spec(tmp_path, "sqlite:///unused.db")
     report = run_study(spec, storage=postgres_url, workers=3, progress=False)
