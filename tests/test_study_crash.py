@@ -35,7 +35,8 @@ grace_period = 2
 
 # Runs a study in a child process so the test can signal it; exit 130 on Ctrl-C like the CLI.
 RUNNER = """
-import sys
+import faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1)  # `communicate_or_dump` asks a stuck runner where it is
 from scaling.study import load_spec, run_study
 from tests.test_study_crash import stalls_once_at_decay_0_1 as trial_fn
 try:
@@ -83,6 +84,19 @@ def wait_for_mark(marks, prefix, proc, timeout=120):
     raise AssertionError(f"no {prefix} mark after {timeout} s")
 
 
+def communicate_or_dump(proc, timeout):
+    """`proc.communicate`, but a runner still alive after `timeout` s dumps every thread's stack
+    (faulthandler, SIGUSR1) and is killed, and the test fails with that dump."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"the runner did not exit within {timeout} s; its stacks:\n{err[-6000:]}")
+
+
 def attempts_by_decay(marks):
     counts = {}
     for mark in marks.iterdir():
@@ -108,7 +122,7 @@ def test_a_sigkilled_workers_trial_is_rerun_with_the_same_params_and_nothing_is_
     proc = start_runner(spec, workers=2, marks=marks)
     victim = wait_for_mark(marks, "0.1-", proc)
     os.kill(int(victim.name.split("-")[1]), signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
+    out, err = communicate_or_dump(proc, timeout=120)
     assert proc.returncode == 0, err
     assert "exited with signal 9" in err
 
@@ -130,7 +144,7 @@ def test_ctrl_c_stops_cleanly_and_run_resumes_where_it_stopped(tmp_path):
     proc = start_runner(spec, workers=1, marks=marks)
     wait_for_mark(marks, "0.1-", proc)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = communicate_or_dump(proc, timeout=120)
     assert proc.returncode == 130, err
 
     interrupted = trials_by_plan(spec)[0.1]
