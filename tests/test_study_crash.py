@@ -37,6 +37,9 @@ grace_period = 2
 RUNNER = """
 import faulthandler, signal, sys
 faulthandler.register(signal.SIGUSR1)  # `communicate_or_dump` asks a stuck runner where it is
+# Ctrl-C as in a terminal, even when the tests were started as a background job of a script
+# (POSIX shells start those with SIGINT ignored, and children inherit that)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from scaling.study import load_spec, run_study
 from tests.test_study_crash import stalls_once_at_decay_0_1 as trial_fn
 try:
