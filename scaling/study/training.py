@@ -36,8 +36,7 @@ def trained_tokens(config: RunConfig) -> int:
 
 def pretraining_compute(config: RunConfig) -> int:
     """Non-embedding parameters x trained tokens: a run's pretraining FLOPs up to the factor 6."""
-    n_params = non_embedding_params(model_shape(config))
-    return n_params * token_budget(config, n_params)[1]
+    return non_embedding_params(model_shape(config)) * trained_tokens(config)
 
 
 def run_one(config: RunConfig) -> dict[str, Any]:

@@ -166,7 +166,8 @@ class Run(ABC):
     curves, and final results. Subclasses hold the model(s) and implement `forward_backward`,
     `update`, `evaluate`, `kill` and `extract`."""
 
-    stacked = False  # True: results report `batch_models` and `batch_tokens_per_s`
+    stacked = False  # True: results report `batch_models`, `batch_tokens_per_s` and `compiled`
+    compile = False  # the training step runs under torch.compile (`StackedRun(compile=True)`)
 
     def __init__(self, configs: Sequence[RunConfig], train_tokens: np.ndarray, vocab_size: int,
                  device: torch.device):
@@ -293,7 +294,7 @@ class Run(ABC):
             if self.stacked:
                 metrics["batch_models"] = k_total
                 metrics["batch_tokens_per_s"] = k_total * n_tokens / train_time
-                metrics["compiled"] = bool(getattr(self, "compile", False))
+                metrics["compiled"] = bool(self.compile)
             metrics.update(extra or {})
             error = self.errors[k]
             if error is not None:

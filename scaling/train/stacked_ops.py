@@ -107,21 +107,18 @@ def _rotate(x: torch.Tensor, rope: torch.Tensor, out: torch.Tensor) -> None:
     if rope.is_complex() and x.dtype in (torch.float32, torch.float64):
         torch.mul(torch.view_as_complex(x.reshape(shape)), rope, out=torch.view_as_complex(out.view(shape)))
         return
-    pairs, target = x.reshape(shape), out.view(shape)
+    out.copy_(_rotated(x, rope))
+
+
+def _rotated(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """x rotated as `_rotate` does, as a new tensor, in the real form: (x0 cos - x1 sin,
+    x0 sin + x1 cos). What torch.compile uses (an `out=` into a view is a graph break there, and
+    it has no complex codegen), and `_rotate` where no complex product applies."""
+    pairs = x.reshape(x.shape[:-1] + (x.shape[-1] // 2, 2))
     if rope.is_complex():
         cos, sin = rope.real.to(x.dtype), rope.imag.to(x.dtype)
     else:
         cos, sin = rope[..., 0].to(x.dtype), rope[..., 1].to(x.dtype)
-    a, b = pairs[..., 0], pairs[..., 1]
-    torch.sub(a * cos, b * sin, out=target[..., 0])
-    torch.add(a * sin, b * cos, out=target[..., 1])
-
-
-def _rotated(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """`_rotate` as a new tensor, for torch.compile: an `out=` into a view is a graph break there.
-    Real `rope` only (compile has no complex codegen); the same products as `_rotate`'s real form."""
-    pairs = x.reshape(x.shape[:-1] + (x.shape[-1] // 2, 2))
-    cos, sin = rope[..., 0].to(x.dtype), rope[..., 1].to(x.dtype)
     a, b = pairs[..., 0], pairs[..., 1]
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).view(x.shape)
 
@@ -149,13 +146,12 @@ class _RotarySplit(torch.autograd.Function):
         shape = (k, batch, n // batch, heads, d // heads)
         ctx.save_for_backward(rope)
         ctx.qkv_shape = qkv.shape
+        v = qkv[..., 2 * d:].reshape(shape).contiguous()
         if torch.compiler.is_compiling():
-            v = qkv[..., 2 * d:].reshape(shape).contiguous()
             return _rotated(qkv[..., :d].reshape(shape), rope), _rotated(qkv[..., d:2 * d].reshape(shape), rope), v
         q, kk = qkv.new_empty(shape), qkv.new_empty(shape)
         _rotate(qkv[..., :d].view(shape), rope, q)
         _rotate(qkv[..., d:2 * d].view(shape), rope, kk)
-        v = qkv[..., 2 * d:].reshape(shape).contiguous()
         return q, kk, v
 
     @staticmethod
